@@ -119,22 +119,35 @@ def request_head_complete(payload: bytes) -> bool:
 
 
 def parse_request_head(payload: bytes) -> RequestHead | None:
-    """Parse a complete HTTP/1.x request head; None when it is not one we can route."""
+    """Parse a complete HTTP/1.x request head; None when it is not one we can route.
+
+    Conservative on purpose (RFC 9112): anything ambiguous goes to the normal path, which
+    answers it properly: a second Host line (§3.2, a request smuggling vector), a bare CR or
+    LF inside a line, whitespace before a colon. An absolute-form target's authority takes
+    precedence over Host (§3.2.2).
+    """
     end = payload.find(HEAD_END)
     if end < 0:
         return None
     lines = payload[:end].split(b"\r\n")
+    if any(b"\r" in line or b"\n" in line for line in lines):
+        return None
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         return None
     method, target, version = parts
     if method not in _METHODS or not version.startswith(b"HTTP/1.") or not target:
         return None
-    host = b""
+    host: bytes | None = None
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
             return None
         if name.lower() == b"host":
+            if host is not None:
+                return None
             host = value.strip()
-    return RequestHead(method, target, version, host, end + len(HEAD_END))
+    if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+        authority = target.split(b"/", 3)[2]
+        host = authority.rpartition(b"@")[2]
+    return RequestHead(method, target, version, host or b"", end + len(HEAD_END))

@@ -129,18 +129,22 @@ class TcpPeer:
             return []
         out: list[Segment] = []
         if seg.flags & SYN:
-            if self.irs is None or seg.seq == self.irs:
+            if self.irs is None:
                 self.irs = seg.seq
                 self.rcv_nxt = seq_add(seg.seq, 1)
                 if seg.mss:
                     self.mss = min(self.mss, seg.mss)
-            if seg.flags & ACK:  # SYN/ACK to our SYN
-                if self.syn_sent and seg.ack == seq_add(self.iss, 1):
+            elif seg.seq != self.irs:
+                return []  # a SYN of some other connection
+            if seg.flags & ACK:  # SYN/ACK to our SYN (or a retransmission of it)
+                if self.syn_sent and not self.established and seg.ack == seq_add(self.iss, 1):
                     self.snd_una = seg.ack
                     self.established = True
                     self.timer = None
                 return [self._ack(), *self.transmit(now)]
-            # a SYN to a passive peer: answer SYN/ACK
+            if self.established:  # a duplicate SYN in a synchronized state: just ACK
+                return [self._ack()]
+            # a SYN to a passive peer: answer (or answer again) with a SYN/ACK
             self.snd_nxt = seq_add(self.iss, 1)
             return [Segment(seq=self.iss, ack=self.rcv_nxt, flags=SYN | ACK,
                             window=self.window, mss=self.mss)]
@@ -245,6 +249,8 @@ class FastPathModel:
         """Highest client byte offset the gateway has acknowledged to the client."""
         self.effects: list[Effect] = []
         self._next = self.state
+        self.open_deadline: float | None = None
+        self.open_tries = 0
 
     @property
     def owner(self) -> Owner:
@@ -311,10 +317,25 @@ class FastPathModel:
         self.effects.append(t.effect)
         return out
 
+    OPEN_RETRIES = 5
+
+    def next_deadline(self) -> float | None:
+        if self.normal is not None:
+            return self.normal.next_deadline()
+        return self.open_deadline if self.state is FastPathState.SERVER_OPENING else None
+
     def on_timer(self, now: float) -> Emitted:
+        """The fast path's only timer: retrying the SYN to the server while it opens."""
         if self.normal is not None:
             return self.normal.on_timer(now)
-        return Emitted()
+        if self.state is not FastPathState.SERVER_OPENING or self.open_deadline is None \
+                or now < self.open_deadline:
+            return Emitted()
+        self.open_tries += 1
+        ev = (FastPathEvent.OPEN_RETRY if self.open_tries <= self.OPEN_RETRIES
+              else FastPathEvent.OPEN_TIMEOUT)
+        return self._step(fast_path_step(self.state, ev), Segment(seq=0), now,
+                          HandoffReason.NONE)
 
     # ---- effects
     def _apply(self, effect: Effect, seg: Segment, now: float, *,
@@ -340,6 +361,12 @@ class FastPathModel:
                 syn_options=SynOptions(mss=mss))
             out.to_server.append(Segment(seq=self.isn_s, flags=SYN, window=self.cfg.rcv_window,
                                          mss=mss))
+            self.open_deadline = now + RTO
+        elif effect is Effect.RESEND_SERVER_SYN:
+            assert p is not None and p.server is not None
+            out.to_server.append(Segment(seq=self.isn_s, flags=SYN, window=self.cfg.rcv_window,
+                                         mss=p.server.syn_options.mss))
+            self.open_deadline = now + RTO * (1 << self.open_tries)
         elif effect is Effect.SPLICE:
             assert p is not None and p.server is not None and p.held is not None
             if seg.ack != seq_add(self.isn_s, 1):  # not our SYN's answer: ignore, stay
@@ -474,6 +501,11 @@ class NormalPathModel:
             out.to_server += self.server.on_segment(seg, now)
         out.extend(self._pump(now))
         return out
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.client.timer, self.server.timer if self.server else None)
+                 if t is not None]
+        return min(times) if times else None
 
     def on_timer(self, now: float) -> Emitted:
         out = Emitted(to_client=self.client.on_timer(now))

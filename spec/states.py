@@ -63,6 +63,8 @@ class FastPathEvent(enum.IntEnum):
     IDLE_TIMEOUT = 12
     LINGER_TIMEOUT = 13
     """CLOSING lingered long enough for the last ACKs."""
+    OPEN_RETRY = 14
+    """The gateway's SYN to the server went unanswered for one RTO: send it again."""
 
 
 class Effect(enum.Enum):
@@ -70,6 +72,7 @@ class Effect(enum.Enum):
 
     ANSWER_SYN = "answer_syn"
     RESEND_SYNACK = "resend_synack"
+    RESEND_SERVER_SYN = "resend_server_syn"
     COMPLETE_HANDSHAKE = "complete_handshake"
     HOLD_AND_OPEN_SERVER = "hold_request_and_open_server"
     HANDOFF = "handoff_to_normal_path"
@@ -124,6 +127,7 @@ FAST_PATH_TABLE: dict[FastPathState, dict[FastPathEvent, Transition]] = {
     S.SERVER_OPENING: _row((X.DROP, S.SERVER_OPENING),
                            CLIENT_RST=(X.RESET_BOTH, S.CLOSED),
                            SERVER_SYNACK=(X.SPLICE, S.SPLICED),
+                           OPEN_RETRY=(X.RESEND_SERVER_SYN, S.SERVER_OPENING),
                            SERVER_RST=(X.RESET_CLIENT, S.CLOSED),
                            OPEN_TIMEOUT=(X.RESET_BOTH, S.CLOSED),
                            IDLE_TIMEOUT=(X.RESET_BOTH, S.CLOSED)),

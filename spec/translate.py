@@ -164,6 +164,10 @@ def make_splice(client: ClientSessionRecord, server: ServerSessionRecord,
     ts = bool(cn.timestamps and sn.timestamps)
     c2s_ts = s2c_ts = 0
     if ts:
+        if client_tsval_now is None or server_tsval_now is None:
+            raise ValueError("make_splice: both legs use timestamps, so it needs the held "
+                             "request's TSval (client_tsval_now) and the server's SYN/ACK "
+                             "TSval (server_tsval_now)")
         c2s_ts = ts_offset(server.ts_sent, client_tsval_now)
         s2c_ts = ts_offset(client.ts_sent, server_tsval_now)
     return Splice(
