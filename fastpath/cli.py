@@ -258,7 +258,13 @@ def _add_verify(sub: Subparsers) -> None:
 
 # --------------------------------------------------------------------------- entry point
 
-SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_verify,)
+def _add_simulate(sub: Subparsers) -> None:
+    from fastpath import simulate
+
+    simulate.add(sub)
+
+
+SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_verify, _add_simulate)
 """Every subcommand's parser builder, in ``--help`` order."""
 
 

@@ -1,0 +1,30 @@
+"""What the core asks its driver to do: the only output of ``Gateway.handle``.
+
+The core never touches a socket or a clock; it returns :class:`Emit` actions (an IP packet to
+put on one leg) and reports drops as :class:`Drop` actions (also counted in the stats), and
+exposes one deadline (``Gateway.next_deadline``) for the driver's timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Leg = Literal["client", "server"]
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    leg: Leg
+    packet: bytes
+    """A whole IPv4/IPv6 packet with valid checksums."""
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    leg: Leg
+    reason: str
+    """A ``DropReason`` or fast-path reason name, as counted in ``Stats.drops``."""
+
+
+Action = Emit | Drop
