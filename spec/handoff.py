@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spec.bv import and_, is_concrete, ite, lshr, not_, or_
+from spec.bv import and_, is_concrete, ite, lshr, not_, or_, umin
 from spec.records import (
     TCB,
     ClientSessionRecord,
@@ -118,7 +118,7 @@ def create_tcb(client: ClientSessionRecord, rcv_isn: Any, snd_isn: Any,
         snd_wl1=rcv_isn,
         snd_wl2=snd_isn,
         rcv_nxt=seq_add(rcv_isn, 1),
-        rcv_wnd=rcv_wnd,
+        rcv_wnd=umin(rcv_wnd, 0xFFFF << n.rcv_wscale),  # what the window field can express
         mss=n.peer_mss,
         snd_wscale=n.snd_wscale,
         rcv_wscale=n.rcv_wscale,
@@ -166,7 +166,7 @@ def receive(tcb: TCB, seg: Segment, buffers: PacketBuffers | None = None) -> tup
     if tcb.state is TcpState.SYN_RECEIVED and seg.flags & ACK and is_concrete(seg.ack) \
             and seg.ack == tcb.snd_nxt:
         tcb.state = TcpState.ESTABLISHED
-    window = lshr(tcb.rcv_wnd, tcb.rcv_wscale)
+    window = umin(lshr(tcb.rcv_wnd, tcb.rcv_wscale), 0xFFFF)
     reply = Segment(seq=tcb.snd_nxt, ack=tcb.rcv_nxt, flags=ACK, window=window)
     return accepted, reply
 

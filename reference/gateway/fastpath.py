@@ -165,6 +165,10 @@ class FastPath:
             ev = E.OPEN_RETRY if s.open_tries <= self.cfg.open_retries else E.OPEN_TIMEOUT
         elif s.state is S.CLOSING:
             ev = E.LINGER_TIMEOUT
+        elif now < s.last_active + self.cfg.idle_timeout:
+            s.deadline = s.last_active + self.cfg.idle_timeout  # active since: not idle yet
+            self.gw.schedule(s)
+            return []
         else:
             ev = E.IDLE_TIMEOUT
         return self.step(s, fast_path_step(s.state, ev), None, None, now, HandoffReason.NONE,
@@ -196,7 +200,12 @@ class FastPath:
         elif st in (S.HANDED_OFF, S.CLOSED):
             s.deadline = None
         else:
-            s.deadline = s.last_active + self.cfg.idle_timeout
+            want = s.last_active + self.cfg.idle_timeout
+            if s.deadline is not None and now < s.deadline <= want:
+                # Pushed back lazily: on_timer re-arms it if the session was active since, so
+                # a busy session does not add a timer entry per packet.
+                return
+            s.deadline = want
         self.gw.schedule(s)
 
     def _apply(self, s: FastSession, effect: Effect, pkt: codec.Packet | None,

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reference.gateway.config import GatewayConfig, default_config
+from reference.gateway.config import GatewayConfig, default_config, loads
 from reference.gateway.gateway import CoreSettings, Gateway
 from reference.gateway.sim import ClientPlan, Impairment, Network, ServerBehaviour, response_body
-from spec.topology import SERVER_IPS, SERVER_PORT, VIP, VPORT
+from spec.topology import VIP, VPORT
 
 MiB = 1 << 20
 LOSSY = Impairment(loss=0.02, duplicate=0.02, reorder=0.05)
@@ -45,6 +45,8 @@ class Scenario:
         response_size=size_from_head))
     expect_reset: str = ""
     """'client' when the client must see a RST, 'server' when a server must."""
+    ipv6: bool = False
+    """Run over IPv6 (documentation prefix 2001:db8::/32) with :data:`IPV6_CONFIG`."""
 
 
 def _scenarios() -> list[Scenario]:
@@ -94,7 +96,34 @@ def _scenarios() -> list[Scenario]:
     ]
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in _scenarios()}
+IPV6_CONFIG = """
+[gateway]
+server_address = "203.0.113.1"
+server_address6 = "2001:db8:2::1"
+
+[[service]]
+name = "web6"
+vip = "2001:db8::10"
+port = 80
+default_pool = "web6"
+
+[pool.web6]
+servers = ["[2001:db8:2::11]:80", "[2001:db8:2::12]:80", "[2001:db8:2::13]:80"]
+"""
+IPV6_CLIENT, IPV6_VIP = "2001:db8:1::2", "2001:db8::10"
+
+
+def _ipv6_scenarios() -> list[Scenario]:
+    return [
+        Scenario("ipv6_eligible_request", "IPv6: whole request, spliced", "fast", ipv6=True,
+                 plan=ClientPlan(request=request(size=100_000))),
+        Scenario("ipv6_split_request", "IPv6: split request, handed off", "normal",
+                 "PARTIAL_REQUEST", ipv6=True, client_leg=LOSSY,
+                 plan=ClientPlan(request=request(size=100_000), writes=(10,))),
+    ]
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in _scenarios() + _ipv6_scenarios()}
 
 
 @dataclass
@@ -117,17 +146,19 @@ class ScenarioResult:
 def run(sc: Scenario, *, seed: int = 1, config: GatewayConfig | None = None) -> ScenarioResult:
     t0 = time.perf_counter()
     wrap = (lambda *a: (2**32 - 1500) & 0xFFFFFFFF) if sc.near_wrap else None
-    gw = Gateway(config or default_config(), isn_source=wrap,
-                 core=CoreSettings(rto_min=0.2, linger=0.5))
+    if config is None:
+        config = loads(IPV6_CONFIG, "<ipv6 scenario>") if sc.ipv6 else default_config()
+    gw = Gateway(config, isn_source=wrap, core=CoreSettings(rto_min=0.2, linger=0.5))
     net = Network(gw, seed=seed, client_leg=sc.client_leg, server_leg=sc.server_leg,
-                  isn=(lambda: 2**32 - 1000) if sc.near_wrap else None)
-    for ip in SERVER_IPS:
-        net.add_server(ip, SERVER_PORT, sc.server)
-    if not sc.server.close_after_response:
-        sc.plan.close_after_response = True
-    net.start_client(VIP, VPORT, sc.plan)
+                  isn=(lambda: 2**32 - 1000) if sc.near_wrap else None,
+                  client_addr=IPV6_CLIENT if sc.ipv6 else "198.51.100.2")
+    for pool in config.pools.values():
+        for srv in pool.servers:
+            net.add_server(srv.address, srv.port, sc.server)
+    plan = replace(sc.plan)  # the network keeps per-run marks on the plan
+    net.start_client(IPV6_VIP if sc.ipv6 else VIP, VPORT, plan)
     net.run(until=600.0)
-    res = net.results[sc.plan.port]
+    res = net.results[plan.port]
     st = gw.stats
     handed = st.sessions_handed_off > 0
     path = "normal" if handed else "fast"
