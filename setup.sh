@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up fastpath-tcp in this checkout: system Python (apt, only what is missing), .venv, and an
-# editable install with the dev extras. Idempotent: a second run changes nothing and is quick.
+# Set up fastpath-tcp in this checkout: system packages (apt, only what is missing: Python, and
+# the lab's iproute2/nftables/ethtool/curl), .venv, and an editable install with the dev extras.
+# Idempotent: a second run changes nothing and is quick.
 # Meant for a fresh Debian 12 machine as root; works anywhere python3 >= 3.11 already exists.
 set -euo pipefail
 
@@ -11,7 +12,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # 1. System packages: ask apt only about what dpkg says is missing (no dpkg: not Debian, skip).
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-    for pkg in python3 python3-venv python3-pip; do
+    for pkg in python3 python3-venv python3-pip iproute2 nftables ethtool curl; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$pkg")
     done

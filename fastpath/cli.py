@@ -264,7 +264,13 @@ def _add_simulate(sub: Subparsers) -> None:
     simulate.add(sub)
 
 
-SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_verify, _add_simulate)
+def _add_lab(sub: Subparsers) -> None:
+    from fastpath import lab
+
+    lab.add(sub)
+
+
+SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_verify, _add_simulate, _add_lab)
 """Every subcommand's parser builder, in ``--help`` order."""
 
 

@@ -30,7 +30,7 @@ from spec.records import (
     SynOptions,
 )
 from spec.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
-from spec.seq import seq_add, seq_diff
+from spec.seq import seq_add, seq_diff, seq_le
 from spec.states import Effect, FastPathEvent, FastPathState, Transition, fast_path_step
 
 if TYPE_CHECKING:
@@ -60,8 +60,13 @@ class FastSession:
     deadline: float | None = None
     open_tries: int = 0
     ts_base: int = 0
-    fin_from_client: bool = False
-    fin_from_server: bool = False
+    client_fin_end: int | None = None
+    """Client-leg sequence number just past the client's FIN, once relayed."""
+    server_fin_end: int | None = None
+    """Server-leg sequence number just past the server's FIN, once relayed."""
+    client_fin_acked: bool = False
+    """The server acknowledged the client's FIN (its ACK reached the gateway)."""
+    server_fin_acked: bool = False
     counted: bool = field(default=False)
 
     @property
@@ -163,8 +168,12 @@ class FastPath:
         if s.state is S.SERVER_OPENING:
             s.open_tries += 1
             ev = E.OPEN_RETRY if s.open_tries <= self.cfg.open_retries else E.OPEN_TIMEOUT
-        elif s.state is S.CLOSING:
-            ev = E.LINGER_TIMEOUT
+        elif s.state is S.CLOSING and s.client_fin_acked and s.server_fin_acked:
+            ev = E.LINGER_TIMEOUT  # both FINs acknowledged and no packet for a linger
+        elif s.state is S.CLOSING and now < s.last_active + self.cfg.idle_timeout:
+            s.deadline = now + self.cfg.linger  # a FIN still unacknowledged: keep relaying
+            self.gw.schedule(s)
+            return []
         elif now < s.last_active + self.cfg.idle_timeout:
             s.deadline = s.last_active + self.cfg.idle_timeout  # active since: not idle yet
             self.gw.schedule(s)
@@ -184,6 +193,8 @@ class FastPath:
         self._next = t.next
         out = self._apply(s, t.effect, pkt, buf, now, reason, before)
         s.proxy.state = self._next
+        if self._next is not before:
+            s.deadline = None  # each state arms its own timer afresh
         self._arm(s, now)
         if s.proxy.state is S.CLOSED:
             self.gw.retire_fast(s)
@@ -195,8 +206,7 @@ class FastPath:
             if s.deadline is None or s.deadline <= now:
                 s.deadline = now + self.cfg.open_timeout * (1 << min(s.open_tries, 6))
         elif st is S.CLOSING:
-            if s.deadline is None or s.deadline <= now or s.deadline > now + self.cfg.linger:
-                s.deadline = now + self.cfg.linger
+            s.deadline = now + self.cfg.linger  # restarted by every packet
         elif st in (S.HANDED_OFF, S.CLOSED):
             s.deadline = None
         else:
@@ -386,6 +396,11 @@ class FastPath:
         self.gw.stats.bytes_client_to_server += plen
         if pkt.tsval is not None:
             s.proxy.client.ts_recent = pkt.tsval
+        if pkt.flags & FIN:
+            s.client_fin_end = seq_add(pkt.seq, plen + 1)
+        if ack_flag and s.server_fin_end is not None and \
+                seq_le(translate.seq_to_client(sp, s.server_fin_end), pkt.ack):
+            s.server_fin_acked = True
         new_seq = translate.seq_to_server(sp, pkt.seq)
         new_ack = translate.ack_to_server(sp, pkt.ack) if ack_flag else pkt.ack
         if plen > sp.server_mss:
@@ -422,6 +437,11 @@ class FastPath:
         plen = len(pkt.payload)
         self.gw.stats.relayed_segments += 1
         self.gw.stats.bytes_server_to_client += plen
+        if pkt.flags & FIN:
+            s.server_fin_end = seq_add(pkt.seq, plen + 1)
+        if pkt.flags & ACK and s.client_fin_end is not None and \
+                seq_le(translate.seq_to_server(sp, s.client_fin_end), pkt.ack):
+            s.client_fin_acked = True
         new_seq = translate.seq_to_client(sp, pkt.seq)
         new_ack = translate.ack_to_client(sp, pkt.ack) if pkt.flags & ACK else pkt.ack
         if plen > sp.client_mss:

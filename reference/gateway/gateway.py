@@ -240,6 +240,14 @@ class Gateway:
         self.stats.live_normal_records = len(self.normal_by_client)
 
     # ---- introspection ----------------------------------------------------------------------
+    def stats_json(self) -> dict[str, Any]:
+        """The stats with the live gauges (records, buffered bytes) refreshed now."""
+        st = self.stats
+        st.live_fast_records = len(self.client_sessions)
+        st.live_normal_records = len(self.normal_by_client)
+        st.buffered_bytes = self.buffered_bytes()
+        return st.as_json()
+
     def buffered_bytes(self) -> int:
         """Bytes held right now: normal-path buffers, fast-path held requests, fragments."""
         n = sum(ns.buffered for ns in self.normal_by_client.values())

@@ -138,6 +138,8 @@ class ScenarioResult:
     detail: str
     seconds: float
     server: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """The gateway's counters at the end (``Gateway.stats_json``)."""
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -197,7 +199,8 @@ def run(sc: Scenario, *, seed: int = 1, config: GatewayConfig | None = None) -> 
         bytes_client_to_server=st.bytes_client_to_server,
         bytes_server_to_client=st.bytes_server_to_client, byte_exact=byte_exact,
         verdict=verdict, detail="; ".join(problems) or sc.description,
-        seconds=round(time.perf_counter() - t0, 3), server=server_name)
+        seconds=round(time.perf_counter() - t0, 3), server=server_name,
+        stats=gw.stats_json())
 
 
 def _header(head: bytes, name: bytes) -> str:

@@ -1,0 +1,545 @@
+"""The lab's topology: client, gateway, switch and server namespaces joined by veth pairs.
+
+::
+
+    <name>-c (client)         <name>-g (gateway)        <name>-sw (switch)  <name>-sK (server K)
+    c0 198.51.100.2/24 ====== gc 198.51.100.1/24
+    default via .1            gs 203.0.113.1/24 ======= g0 -- br0 -- pK === eth0 203.0.113.1K/24
+                                                                          default via .1
+                                                                          httpserver :80
+
+``====`` is a veth pair; the servers share one L2 segment, a bridge ``br0`` in a namespace of its
+own. Why a switch namespace rather than a bridge in the gateway: the gateway keeps exactly two
+plain veth interfaces, ``gc`` and ``gs``, so an AF_PACKET socket on ``gs`` sees the frames as
+the servers sent them, and the netdev ingress drop below applies to ``gs`` alone (a bridge port
+in the gateway would put the bridge's own forwarding between the servers and the gateway's tap).
+
+Addresses come from :mod:`spec.topology` (TEST-NET only) and MACs are fixed: ``c0``
+:data:`~spec.topology.CLIENT_MAC`, ``gc`` :data:`~spec.topology.GW_CLIENT_MAC`, ``gs``
+:data:`~spec.topology.GW_SERVER_MAC`, server K ``02:00:00:00:01:KK`` (hex), so a driver and its
+pcaps see the same MACs in every run. Server K is 203.0.113.(10 + K): K = 1..3 are
+:data:`~spec.topology.SERVER_IPS`. IPv6 is disabled in every namespace to keep router
+solicitations and neighbour discovery off the veths; the client and gateway namespaces get
+``tcp_tw_reuse=1`` and ports 1024-65535, since connection-per-request runs otherwise run out
+of ephemeral ports in TIME_WAIT.
+
+Gateway kernel modes (``gateway_kernel``):
+
+* ``"out"`` (default), for the user-space gateway: an nftables ``netdev`` table in the gateway
+  namespace drops every frame at ingress of ``gc`` and ``gs`` (AF_PACKET taps run before that
+  hook, so the gateway still sees them; the kernel's IP stack never does, so it sends no RST
+  or ICMP of its own), ``ip_forward=0``, the VIP on no interface. The drop also eats ARP, so
+  the client has a permanent neighbour entry 198.51.100.1 -> ``gc``'s MAC and every server
+  203.0.113.1 -> ``gs``'s MAC; the gateway namespace gets none (the gateway answers for
+  itself).
+* ``"routing"``, for kernel baselines (DNAT, HAProxy): no nftables table, ``ip_forward=1`` and
+  the VIP 192.0.2.10/32 on the gateway's ``lo``; the client then reaches the servers directly
+  through the gateway, and whatever listens on the VIP in the gateway namespace.
+
+Offloads stay on (veth defaults): the driver is to use ``PACKET_VNET_HDR``, which carries the
+partial checksums and GSO sizes through; :meth:`Lab.set_offload` turns TX checksum, SG, TSO and
+GSO off or on for every veth end when a test needs plain frames.
+
+Privilege: named namespaces are bind mounts under /run/netns, which needs CAP_SYS_ADMIN in the
+initial user namespace, i.e. root. Without root the lab works only inside one private shell,
+``unshare --user --map-root-user --mount --net sh -c 'mount -t tmpfs tmpfs /run && exec
+bash'`` (when the kernel allows unprivileged user namespaces): there ``ip netns``, veth,
+bridges, nftables and sysctls all work, but the namespaces are visible only to processes
+started inside that shell and vanish with it. :class:`Lab` therefore just requires root
+(uid 0, which that shell provides) and says so, with what it found, in the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+from reference.lab._system import (
+    SERVER_MODULE,
+    LabError,
+    alive,
+    ip,
+    is_missing,
+    links,
+    need,
+    netns_inode,
+    netns_names,
+    ns_exec,
+    own_children,
+    remember_child,
+    server_processes,
+    stop_processes,
+    sysctl_get,
+    userns_support,
+)
+from spec.topology import (
+    CLIENT_IP,
+    CLIENT_MAC,
+    GW_CLIENT_MAC,
+    GW_SERVER_IP,
+    GW_SERVER_MAC,
+    SERVER_IPS,
+    SERVER_PORT,
+    VIP,
+)
+
+GatewayKernel = Literal["out", "routing"]
+GATEWAY_KERNELS: tuple[str, ...] = get_args(GatewayKernel)
+
+GW_CLIENT_IP = "198.51.100.1"
+"""The gateway's address on the client leg, the client's default route."""
+PREFIX_LEN = 24
+CLIENT_IF, GW_CLIENT_IF, GW_SERVER_IF, SERVER_IF = "c0", "gc", "gs", "eth0"
+BRIDGE, SWITCH_GW_PORT = "br0", "g0"
+NFT_TABLE = "fastpath_lab"
+"""The gateway namespace's netdev table (``"out"`` mode)."""
+MAX_SERVERS = 64
+READY_TIMEOUT = 15.0
+"""Seconds for every server of a lab to start listening."""
+RUN_DIR = Path(os.environ.get("FASTPATH_LAB_DIR", "/run/fastpath-lab"))
+"""Server logs live in RUN_DIR/<name>/ (tmpfs, like /run/netns, so both vanish on reboot)."""
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+_NAME = re.compile(r"[a-z][a-z0-9]{0,9}")
+"""At most 10 characters, so even ``<name>-s64`` fits the 15 characters of an interface name."""
+_ROLE_ALIASES = {"client": "c", "c": "c", "gateway": "g", "g": "g", "switch": "sw", "sw": "sw"}
+
+
+def server_ip(k: int) -> str:
+    """Server K's address: 203.0.113.(10 + K)."""
+    addr = str(ipaddress.IPv4Address("203.0.113.10") + k)
+    assert k > len(SERVER_IPS) or addr == SERVER_IPS[k - 1]
+    return addr
+
+
+def server_mac(k: int) -> str:
+    return f"02:00:00:00:01:{k:02x}"
+
+
+def random_name() -> str:
+    """``fpl`` + 4 hex digits of the pid + 2 random ones: unique enough for parallel labs."""
+    return f"fpl{os.getpid() & 0xFFFF:04x}{secrets.token_hex(1)}"
+
+
+def privilege_error(detail: str = "") -> LabError:
+    """The error for a missing privilege, with what user namespaces offer here."""
+    why = f" ({detail})" if detail else ""
+    return LabError(f"run as root (network namespaces need CAP_SYS_ADMIN){why}; user "
+                    f"namespaces: {userns_support()}")
+
+
+class Lab:
+    """A client, a gateway, a switch and ``servers`` HTTP servers, each in its own network
+    namespace ``<name>-c``, ``<name>-g``, ``<name>-sw``, ``<name>-s1`` ... (see the module).
+
+    Two labs with different names coexist: every address repeats, but only inside its own
+    namespaces. :meth:`up` is idempotent and converges an existing lab to this object's
+    settings; :meth:`down` removes everything and never fails for pieces already gone. As a
+    context manager the lab is up inside the block and down after it, also on exceptions.
+    """
+
+    def __init__(self, name: str | None = None, servers: int = 3,
+                 gateway_kernel: GatewayKernel = "out") -> None:
+        name = random_name() if name is None else name
+        if not _NAME.fullmatch(name):
+            raise LabError(f"lab name {name!r} is not 1-10 lowercase letters or digits "
+                           f"starting with a letter; pick one such as 'lab1'")
+        if not 1 <= servers <= MAX_SERVERS:
+            raise LabError(f"a lab has 1 to {MAX_SERVERS} servers, not {servers}; "
+                           f"pick a number in that range")
+        if gateway_kernel not in GATEWAY_KERNELS:
+            raise LabError(f"gateway_kernel {gateway_kernel!r} is unknown; use 'out' or "
+                           f"'routing'")
+        self.name = name
+        self.servers = servers
+        self.gateway_kernel: GatewayKernel = gateway_kernel
+
+    def __repr__(self) -> str:
+        return (f"Lab(name={self.name!r}, servers={self.servers}, "
+                f"gateway_kernel={self.gateway_kernel!r})")
+
+    # ----------------------------------------------------------------- names
+
+    @property
+    def client_ns(self) -> str:
+        return f"{self.name}-c"
+
+    @property
+    def gateway_ns(self) -> str:
+        return f"{self.name}-g"
+
+    @property
+    def switch_ns(self) -> str:
+        return f"{self.name}-sw"
+
+    def server_ns(self, k: int) -> str:
+        return f"{self.name}-s{k}"
+
+    @property
+    def netns(self) -> dict[str, str]:
+        """Role -> namespace name: ``client``, ``gateway``, ``switch``, ``s1`` ... ``sN``."""
+        roles = {"client": self.client_ns, "gateway": self.gateway_ns, "switch": self.switch_ns}
+        roles.update({f"s{k}": self.server_ns(k) for k in range(1, self.servers + 1)})
+        return roles
+
+    @property
+    def server_addresses(self) -> list[str]:
+        return [server_ip(k) for k in range(1, self.servers + 1)]
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN_DIR / self.name
+
+    def ns(self, role: str) -> str:
+        """The namespace of ``role``: client/c, gateway/g, switch/sw, sK, or a full name."""
+        if role in _ROLE_ALIASES:
+            return f"{self.name}-{_ROLE_ALIASES[role]}"
+        if re.fullmatch(r"s[1-9][0-9]*", role):
+            return f"{self.name}-{role}"
+        if self._ns_pattern().fullmatch(role):
+            return role
+        raise LabError(f"unknown role {role!r}; use client, gateway, switch, s1..sN or a "
+                       f"namespace name starting with {self.name}-")
+
+    def _ns_pattern(self) -> re.Pattern[str]:
+        return re.compile(rf"{re.escape(self.name)}-(c|g|sw|s[1-9][0-9]*)")
+
+    def existing_namespaces(self) -> list[str]:
+        """This lab's namespaces that exist now (whatever ``servers`` says), client first."""
+        order = {"c": -3, "g": -2, "sw": -1}
+
+        def rank(ns: str) -> int:
+            tail = ns.rpartition("-")[2]
+            return order[tail] if tail in order else int(tail[1:])
+
+        return sorted((ns for ns in netns_names() if self._ns_pattern().fullmatch(ns)), key=rank)
+
+    # ----------------------------------------------------------------- running things
+
+    def _exec_argv(self, role: str, argv: Sequence[str]) -> list[str]:
+        return [need("ip"), "netns", "exec", self.ns(role), *argv]
+
+    def run(self, role: str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
+        """``subprocess.run`` of ``argv`` inside ``role``'s namespace (``ip netns exec``);
+        keyword arguments go to ``subprocess.run``, with a 60 s timeout unless given."""
+        kw.setdefault("timeout", 60.0)
+        return subprocess.run(self._exec_argv(role, argv), **kw)
+
+    def popen(self, role: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """``subprocess.Popen`` of ``argv`` inside ``role``'s namespace; the caller stops it
+        (and must, before :meth:`down`, or the namespace lives on in that process)."""
+        return subprocess.Popen(self._exec_argv(role, argv), **kw)
+
+    # ----------------------------------------------------------------- up
+
+    def up(self) -> Lab:
+        """Build the lab, or repair and reconfigure an existing one; returns ``self``.
+
+        Each step checks what exists and adds only what is missing, so a second ``up()``
+        reuses running servers. On any failure (or Ctrl-C) the lab is taken down before the
+        exception propagates, so nothing half-built stays behind.
+        """
+        if os.geteuid() != 0:
+            raise privilege_error(f"uid {os.geteuid()}")
+        for tool in ("ip", "sysctl", *(("nft",) if self.gateway_kernel == "out" else ())):
+            need(tool)
+        try:
+            self._namespaces()
+            self._sysctls()
+            self._wire()
+            self._configure()
+            self._gateway_mode()
+            self._start_servers()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.down()
+            raise
+        return self
+
+    def _namespaces(self) -> None:
+        """Create missing namespaces, remove server namespaces beyond ``servers``."""
+        wanted = self.netns.values()
+        existing = self.existing_namespaces()
+        extra = [ns for ns in existing if ns not in wanted]
+        if extra:
+            gone = {ns.rpartition("-")[2] for ns in extra}
+            stop_processes([p.pid for p in server_processes(self.name) if p.name in gone])
+            for ns in extra:
+                ip("netns", "del", ns, check=False)
+        for ns in wanted:
+            if ns in existing:
+                continue
+            res = ip("netns", "add", ns, check=False)
+            if res.returncode != 0:
+                err = res.stderr.strip()
+                if "permission denied" in err.lower() or "not permitted" in err.lower():
+                    raise privilege_error(f"`ip netns add {ns}`: {err}")
+                raise LabError(f"`ip netns add {ns}` failed: {err}; remove whatever holds "
+                               f"that name (`ip netns del {ns}`) and retry")
+
+    def _sysctls(self) -> None:
+        quiet = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+        ports = ["net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65535"]
+        forward = f"net.ipv4.ip_forward={int(self.gateway_kernel == 'routing')}"
+        for role, ns in self.netns.items():
+            keys = quiet + (ports if role in ("client", "gateway") else [])
+            keys += [forward] if role == "gateway" else []
+            ns_exec(ns, ["sysctl", "-q", "-e", "-w", *keys])
+
+    def _veth(self, have: dict[str, set[str]], a: tuple[str, str, str | None],
+              b: tuple[str, str, str | None]) -> None:
+        """A veth pair between (namespace, interface, MAC) ``a`` and ``b``, if not there."""
+        (ns_a, if_a, mac_a), (ns_b, if_b, mac_b) = a, b
+        if if_a in have[ns_a] and if_b in have[ns_b]:
+            return
+        for ns, ifname in (a[:2], b[:2]):  # a lone end (peer lost): start over
+            if ifname in have[ns]:
+                ip("link", "del", ifname, ns=ns, check=False)
+        mac_args_a = ["address", mac_a] if mac_a else []
+        mac_args_b = ["address", mac_b] if mac_b else []
+        ip("link", "add", "name", if_a, *mac_args_a, "type", "veth",
+           "peer", "name", if_b, *mac_args_b, "netns", ns_b, ns=ns_a)
+
+    def _wire(self) -> None:
+        """The veth pairs and the bridge."""
+        have = {ns: set(links(ns)) for ns in self.netns.values()}
+        c, g, sw = self.client_ns, self.gateway_ns, self.switch_ns
+        self._veth(have, (c, CLIENT_IF, CLIENT_MAC), (g, GW_CLIENT_IF, GW_CLIENT_MAC))
+        self._veth(have, (g, GW_SERVER_IF, GW_SERVER_MAC), (sw, SWITCH_GW_PORT, None))
+        for k in range(1, self.servers + 1):
+            self._veth(have, (self.server_ns(k), SERVER_IF, server_mac(k)), (sw, f"p{k}", None))
+        if BRIDGE not in have[sw]:
+            ip("link", "add", "name", BRIDGE, "type", "bridge", "stp_state", "0", ns=sw)
+
+    def _batch(self, ns: str, lines: list[str]) -> None:
+        """Several ``ip`` commands in one process; an error names the failing line."""
+        res = ip("-n", ns, "-batch", "-", stdin="\n".join(lines) + "\n", check=False)
+        if res.returncode != 0:
+            raise LabError(f"configuring namespace {ns} failed: {res.stderr.strip()} "
+                           f"(commands: {'; '.join(lines)}); run `fastpath lab down "
+                           f"--name {self.name}` and retry")
+
+    def _configure(self) -> None:
+        """Links up, addresses, routes and the static neighbours towards the gateway."""
+        gw_links = links(self.gateway_ns)
+        gc_mac = gw_links.get(GW_CLIENT_IF, {}).get("address", GW_CLIENT_MAC)
+        gs_mac = gw_links.get(GW_SERVER_IF, {}).get("address", GW_SERVER_MAC)
+        self._batch(self.client_ns, [
+            "link set dev lo up", f"link set dev {CLIENT_IF} up",
+            f"addr replace {CLIENT_IP}/{PREFIX_LEN} dev {CLIENT_IF}",
+            f"route replace default via {GW_CLIENT_IP} dev {CLIENT_IF}",
+            f"neigh replace {GW_CLIENT_IP} lladdr {gc_mac} dev {CLIENT_IF} nud permanent"])
+        gw = ["link set dev lo up", f"link set dev {GW_CLIENT_IF} up",
+              f"link set dev {GW_SERVER_IF} up",
+              f"addr replace {GW_CLIENT_IP}/{PREFIX_LEN} dev {GW_CLIENT_IF}",
+              f"addr replace {GW_SERVER_IP}/{PREFIX_LEN} dev {GW_SERVER_IF}"]
+        vip_on_lo = any(a.get("local") == VIP for a in gw_links.get("lo", {}).get("addr_info", []))
+        if self.gateway_kernel == "routing":
+            gw.append(f"addr replace {VIP}/32 dev lo")
+        elif vip_on_lo:
+            gw.append(f"addr del {VIP}/32 dev lo")
+        self._batch(self.gateway_ns, gw)
+        ports = [SWITCH_GW_PORT, *(f"p{k}" for k in range(1, self.servers + 1))]
+        self._batch(self.switch_ns, ["link set dev lo up", f"link set dev {BRIDGE} up",
+                                     *(f"link set dev {p} master {BRIDGE} up" for p in ports)])
+        for k in range(1, self.servers + 1):
+            self._batch(self.server_ns(k), [
+                "link set dev lo up", f"link set dev {SERVER_IF} up",
+                f"addr replace {server_ip(k)}/{PREFIX_LEN} dev {SERVER_IF}",
+                f"route replace default via {GW_SERVER_IP} dev {SERVER_IF}",
+                f"neigh replace {GW_SERVER_IP} lladdr {gs_mac} dev {SERVER_IF} nud permanent"])
+
+    def _gateway_mode(self) -> None:
+        """The nftables ingress drop in ``"out"`` mode, none in ``"routing"`` mode."""
+        if self.gateway_kernel == "out":
+            chains = "".join(
+                f"  chain in_{dev} {{ type filter hook ingress device \"{dev}\" priority 0; "
+                f"policy drop; counter; }}\n" for dev in (GW_CLIENT_IF, GW_SERVER_IF))
+            # Declaring, deleting and redefining in one transaction makes this idempotent.
+            ruleset = (f"table netdev {NFT_TABLE}\ndelete table netdev {NFT_TABLE}\n"
+                       f"table netdev {NFT_TABLE} {{\n{chains}}}\n")
+            ns_exec(self.gateway_ns, ["nft", "-f", "-"], stdin=ruleset)
+        elif shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin"):
+            ns_exec(self.gateway_ns, ["nft", "delete", "table", "netdev", NFT_TABLE],
+                    check=False)
+
+    def _start_servers(self) -> None:
+        """One httpserver per server namespace; running ones are kept, strays stopped."""
+        wanted = {f"s{k}": netns_inode(self.server_ns(k)) for k in range(1, self.servers + 1)}
+        keep: dict[str, int] = {}
+        strays = []
+        for proc in server_processes(self.name):
+            if wanted.get(proc.name) == proc.netns_inode and proc.name not in keep:
+                keep[proc.name] = proc.pid
+            else:
+                strays.append(proc.pid)
+        stop_processes(strays)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        starting = {k: self._spawn(k) for k in range(1, self.servers + 1)
+                    if f"s{k}" not in keep}
+        self._await_listening(starting)
+
+    def _spawn(self, k: int) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PROJECT_ROOT),
+                                                          env.get("PYTHONPATH"))))
+        argv = [sys.executable, "-m", SERVER_MODULE, "--name", f"s{k}",
+                "--port", str(SERVER_PORT), "--lab", self.name]
+        with open(self.run_dir / f"s{k}.log", "ab") as log:
+            # A new session: the servers outlive `fastpath lab up` and ignore its Ctrl-C.
+            proc = subprocess.Popen(self._exec_argv(f"s{k}", argv), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=log, env=env,
+                                    cwd=PROJECT_ROOT, start_new_session=True)
+        remember_child(self.name, proc)
+        return proc
+
+    def _await_listening(self, starting: dict[int, subprocess.Popen[bytes]]) -> None:
+        """Wait (at most READY_TIMEOUT s) for each new server's ``listening`` line."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = {p.stdout.fileno(): (k, p) for k, p in starting.items() if p.stdout}
+        seen = {fd: b"" for fd in pending}
+        for _ in range(10_000):
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            ready, _, _ = select.select(list(pending), [], [], left)
+            for fd in ready:
+                k, proc = pending[fd]
+                data = os.read(fd, 4096)
+                seen[fd] += data
+                if b"\n" in seen[fd]:
+                    del pending[fd]
+                    assert proc.stdout is not None
+                    proc.stdout.close()
+                elif not data:
+                    raise LabError(f"server s{k} in {self.server_ns(k)} exited before "
+                                   f"listening: {self._log_tail(k)}; fix that and retry")
+        if pending:
+            names = ", ".join(f"s{k}" for k, _ in pending.values())
+            raise LabError(f"server(s) {names} did not listen within {READY_TIMEOUT:g} s; "
+                           f"see the logs in {self.run_dir}")
+
+    def _log_tail(self, k: int) -> str:
+        with contextlib.suppress(OSError):
+            lines = (self.run_dir / f"s{k}.log").read_text(errors="replace").strip()
+            if lines:
+                return lines.splitlines()[-1]
+        return "(no output)"
+
+    # ----------------------------------------------------------------- down
+
+    def down(self) -> None:
+        """Stop this lab's servers and delete its namespaces (and with them every veth and
+        the bridge). Idempotent: missing pieces are skipped, only real failures raise."""
+        pids = {p.pid for p in server_processes(self.name)} | set(own_children(self.name))
+        survivors = stop_processes(sorted(pids))
+        problems = [f"server pid(s) {', '.join(map(str, survivors))} did not stop"] \
+            if survivors else []
+        for ns in reversed(self.existing_namespaces()):
+            res = ip("netns", "del", ns, check=False)
+            if res.returncode != 0 and not is_missing(res):
+                problems.append(f"`ip netns del {ns}`: {res.stderr.strip()}")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # only if no other lab still uses it
+            self.run_dir.parent.rmdir()
+        if problems:
+            if os.geteuid() != 0:
+                raise privilege_error("; ".join(problems))
+            raise LabError(f"lab {self.name} was not fully removed ({'; '.join(problems)}); "
+                           f"retry `fastpath lab down --name {self.name}`")
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
+
+    # ----------------------------------------------------------------- offloads
+
+    def veth_ends(self) -> list[tuple[str, str]]:
+        """Every (namespace, interface) that is an end of one of the lab's veth pairs."""
+        ends = [(self.client_ns, CLIENT_IF), (self.gateway_ns, GW_CLIENT_IF),
+                (self.gateway_ns, GW_SERVER_IF), (self.switch_ns, SWITCH_GW_PORT)]
+        for k in range(1, self.servers + 1):
+            ends += [(self.switch_ns, f"p{k}"), (self.server_ns(k), SERVER_IF)]
+        return ends
+
+    def set_offload(self, on: bool) -> None:
+        """TX checksum, scatter-gather, TSO and GSO on or off on every veth end (ethtool -K).
+
+        On (the default) the gateway must use PACKET_VNET_HDR: frames then carry partial
+        checksums and may be up to 64 KiB. Off, every frame is complete and at most one MTU,
+        at a large cost in bulk throughput.
+        """
+        need("ethtool")
+        state = "on" if on else "off"
+        for ns, ifname in self.veth_ends():
+            ns_exec(ns, ["ethtool", "-K", ifname, "tx", state, "sg", state, "tso", state,
+                         "gso", state])
+
+    # ----------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        """What exists now (JSON-able): namespaces with interfaces and addresses, the
+        gateway's kernel mode, and each server process. Reads the system, so it also
+        describes a lab that another process brought up with other settings."""
+        existing = self.existing_namespaces()
+        if existing and os.geteuid() != 0:
+            raise privilege_error("reading the lab's namespaces")
+        namespaces: dict[str, Any] = {}
+        for ns in existing:
+            role = ns[len(self.name) + 1:]
+            role = {"c": "client", "g": "gateway", "sw": "switch"}.get(role, role)
+            namespaces[role] = {"netns": ns, "interfaces": {
+                name: {"mac": info.get("address"), "state": info.get("operstate"),
+                       "addresses": [f"{a['local']}/{a['prefixlen']}"
+                                     for a in info.get("addr_info", [])]}
+                for name, info in links(ns).items()}}
+        servers = []
+        procs = server_processes(self.name)
+        for ns in existing:
+            tail = ns.rpartition("-")[2]
+            if not re.fullmatch(r"s[0-9]+", tail):
+                continue
+            k = int(tail[1:])
+            ino = netns_inode(ns)
+            mine = [p.pid for p in procs if p.name == tail and p.netns_inode == ino]
+            servers.append({"name": tail, "netns": ns, "address": server_ip(k),
+                            "port": SERVER_PORT, "pid": mine[0] if mine else None,
+                            "alive": bool(mine) and alive(mine[0]),
+                            "log": str(self.run_dir / f"{tail}.log")})
+        gateway = self._gateway_status() if self.gateway_ns in existing else None
+        core = all(ns in existing for ns in (self.client_ns, self.gateway_ns, self.switch_ns))
+        return {"name": self.name, "exists": bool(existing),
+                "up": core and bool(servers) and all(s["alive"] for s in servers),
+                "gateway_kernel": gateway["mode"] if gateway else None,
+                "namespaces": namespaces, "gateway": gateway, "servers": servers,
+                "vip": f"{VIP}:80"}
+
+    def _gateway_status(self) -> dict[str, Any]:
+        forward = sysctl_get(self.gateway_ns, "net.ipv4.ip_forward")
+        drops: dict[str, int] | None = None
+        if shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin"):
+            res = ns_exec(self.gateway_ns, ["nft", "list", "table", "netdev", NFT_TABLE],
+                          check=False)
+            if res.returncode == 0:
+                drops = {m[0]: int(m[1]) for m in re.findall(
+                    r"chain in_(\w+) \{.*?counter packets (\d+)", res.stdout, re.S)}
+        lo = links(self.gateway_ns).get("lo", {}).get("addr_info", [])
+        mode = "out" if drops is not None else "routing" if forward == "1" else "unknown"
+        return {"mode": mode, "ip_forward": forward == "1" if forward else None,
+                "ingress_drop_packets": drops,
+                "vip_on_lo": any(a.get("local") == VIP for a in lo)}
