@@ -270,7 +270,14 @@ def _add_lab(sub: Subparsers) -> None:
     lab.add(sub)
 
 
-SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_verify, _add_simulate, _add_lab)
+def _add_docs(sub: Subparsers) -> None:
+    from fastpath import docs
+
+    docs.add(sub)
+
+
+SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_verify, _add_simulate, _add_lab, _add_docs)
 """Every subcommand's parser builder, in ``--help`` order."""
 
 
