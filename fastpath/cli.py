@@ -276,8 +276,14 @@ def _add_docs(sub: Subparsers) -> None:
     docs.add(sub)
 
 
+def _add_gateway(sub: Subparsers) -> None:
+    from fastpath import gateway_cmd
+
+    gateway_cmd.add(sub)
+
+
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _add_verify, _add_simulate, _add_lab, _add_docs)
+    _add_verify, _add_simulate, _add_lab, _add_docs, _add_gateway)
 """Every subcommand's parser builder, in ``--help`` order."""
 
 

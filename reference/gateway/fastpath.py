@@ -373,7 +373,7 @@ class FastPath:
                       tsval=translate.tsval_to_server(sp, held.tsval) if sp.timestamps else None,
                       tsecr=pkt.tsval if sp.timestamps else None)
         out: list[Action] = []
-        for piece in _split(seg, sp.server_mss):
+        for piece in _split(seg, _payload_room(sp.server_mss, seg)):
             out.append(self.gw.emit("server", self._build_server(s, piece)))
         self.gw.stats.bytes_client_to_server += len(held.payload)
         return out
@@ -403,14 +403,15 @@ class FastPath:
             s.server_fin_acked = True
         new_seq = translate.seq_to_server(sp, pkt.seq)
         new_ack = translate.ack_to_server(sp, pkt.ack) if ack_flag else pkt.ack
-        if plen > sp.server_mss:
+        room = _payload_room(sp.server_mss, pkt)
+        if plen > room:
             seg = pkt.to_segment().with_(
                 seq=new_seq, ack=new_ack, window=translate.window_to_server(sp, pkt.window),
                 tsval=translate.tsval_to_server(sp, pkt.tsval) if ts else None,
                 tsecr=translate.tsecr_to_server(sp, pkt.tsecr) if ts else None,
                 sack=tuple(translate.sack_to_server(sp, list(pkt.sack))) if sp.sack else ())
             return [self.gw.emit("server", self._build_server(s, piece))
-                    for piece in _split(seg, sp.server_mss)]
+                    for piece in _split(seg, room)]
         codec.rewrite(
             buf, pkt, src=s.gw[0], dst=s.server[0], sport=s.gw[1], dport=s.server[1],
             seq=new_seq, ack=new_ack, window=translate.window_to_server(sp, pkt.window),
@@ -444,14 +445,15 @@ class FastPath:
             s.client_fin_acked = True
         new_seq = translate.seq_to_client(sp, pkt.seq)
         new_ack = translate.ack_to_client(sp, pkt.ack) if pkt.flags & ACK else pkt.ack
-        if plen > sp.client_mss:
+        room = _payload_room(sp.client_mss, pkt)
+        if plen > room:
             seg = pkt.to_segment().with_(
                 seq=new_seq, ack=new_ack, window=translate.window_to_client(sp, pkt.window),
                 tsval=translate.tsval_to_client(sp, pkt.tsval) if ts else None,
                 tsecr=translate.tsecr_to_client(sp, pkt.tsecr) if ts else None,
                 sack=tuple(translate.sack_to_client(sp, list(pkt.sack))) if sp.sack else ())
             return [self.gw.emit("client", self._build_client(s, piece))
-                    for piece in _split(seg, sp.client_mss)]
+                    for piece in _split(seg, room)]
         codec.rewrite(
             buf, pkt, src=s.vip[0], dst=s.client[0], sport=s.vip[1], dport=s.client[1],
             seq=new_seq, ack=new_ack, window=translate.window_to_client(sp, pkt.window),
@@ -472,6 +474,17 @@ class FastPath:
                            dport=s.client[1], seq=seg.seq, ack=seg.ack, flags=seg.flags,
                            window=seg.window, payload=seg.payload or b"", tsval=seg.tsval,
                            tsecr=seg.tsecr, sack=seg.sack)
+
+
+def _payload_room(mss: int, seg: codec.Packet | Segment) -> int:
+    """Payload octets that fit the receiver's MSS once this segment's options are counted
+    (RFC 6691: the MSS bounds data plus options beyond the fixed 20-octet header)."""
+    opts = 0
+    if seg.tsval is not None:
+        opts += 12  # NOP NOP TS
+    if seg.sack:
+        opts += 4 + 8 * len(seg.sack)  # NOP NOP SACK
+    return max(1, mss - opts)
 
 
 def _split(seg: Segment, mss: int) -> list[Segment]:
