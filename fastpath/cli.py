@@ -317,4 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the package's copy of this module, not __main__'s, so that the CliError the
+    # subcommand modules import is the class main() catches (python -m fastpath.cli).
+    from fastpath.cli import main as _main
+
+    raise SystemExit(_main())
