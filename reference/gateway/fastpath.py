@@ -30,7 +30,7 @@ from spec.records import (
     SynOptions,
 )
 from spec.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
-from spec.seq import seq_add, seq_diff, seq_le
+from spec.seq import seq_add, seq_le
 from spec.states import Effect, FastPathEvent, FastPathState, Transition, fast_path_step
 
 if TYPE_CHECKING:
@@ -503,7 +503,3 @@ def _split(seg: Segment, mss: int) -> list[Segment]:
         off += n
     return pieces
 
-
-def offset_of(seq: int, isn: int) -> int:
-    """Stream offset of ``seq`` given the ISN of its direction (first data octet = 0)."""
-    return seq_diff(seq, seq_add(isn, 1)) & MASK32
