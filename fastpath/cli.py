@@ -282,8 +282,14 @@ def _add_gateway(sub: Subparsers) -> None:
     gateway_cmd.add(sub)
 
 
+def _add_demo(sub: Subparsers) -> None:
+    from fastpath import demo
+
+    demo.add(sub)
+
+
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _add_verify, _add_simulate, _add_lab, _add_docs, _add_gateway)
+    _add_verify, _add_simulate, _add_lab, _add_docs, _add_gateway, _add_demo)
 """Every subcommand's parser builder, in ``--help`` order."""
 
 
