@@ -12,7 +12,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # 1. System packages: ask apt only about what dpkg says is missing (no dpkg: not Debian, skip).
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-    for pkg in python3 python3-venv python3-pip iproute2 nftables ethtool curl tcpdump graphviz \
+    for pkg in python3 python3-venv python3-pip iproute2 nftables ethtool curl tcpdump haproxy wrk graphviz \
         fonts-dejavu-core; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$pkg")

@@ -103,6 +103,8 @@ GW_CLIENT_IP = "198.51.100.1"
 PREFIX_LEN = 24
 CLIENT_IF, GW_CLIENT_IF, GW_SERVER_IF, SERVER_IF = "c0", "gc", "gs", "eth0"
 BRIDGE, SWITCH_GW_PORT = "br0", "g0"
+LOSS_TABLE = "fastpath_loss"
+"""The nftables table of :meth:`Lab.set_loss`."""
 NFT_TABLE = "fastpath_lab"
 """The gateway namespace's netdev table (``"out"`` mode)."""
 MAX_SERVERS = 64
@@ -489,6 +491,39 @@ class Lab:
         for ns, ifname in self.veth_ends():
             ns_exec(ns, ["ethtool", "-K", ifname, "tx", state, "sg", state, "tso", state,
                          "gso", state])
+
+    def set_loss(self, percent: float) -> None:
+        """Drop ``percent`` % of the frames in each direction on both legs (0 removes it).
+
+        This kernel has no netem, so loss is an nftables ``numgen`` drop on the outer end of
+        each leg: the client's veth (both directions of the client leg) and the switch's port
+        towards the gateway (both directions of the server leg). The gateway namespace is not
+        touched, so the user-space gateway sees exactly what the wire delivers. With offloads
+        on, one dropped frame can be a whole GSO super-frame (up to 64 KiB of segments).
+        """
+        if not 0 <= percent < 100:
+            raise LabError(f"loss {percent}% is not in [0, 100)")
+        need("nft")
+        for ns, dev in ((self.client_ns, CLIENT_IF), (self.switch_ns, SWITCH_GW_PORT)):
+            reset = f"table netdev {LOSS_TABLE}\ndelete table netdev {LOSS_TABLE}\n"
+            if percent == 0:
+                ns_exec(ns, ["nft", "-f", "-"], stdin=reset)
+                continue
+            cut = round(percent * 100)
+            chains = "".join(
+                f"  chain {hook} {{ type filter hook {hook} device \"{dev}\" priority 0; "
+                f"numgen random mod 10000 < {cut} counter drop; }}\n"
+                for hook in ("ingress", "egress"))
+            ns_exec(ns, ["nft", "-f", "-"],
+                    stdin=reset + f"table netdev {LOSS_TABLE} {{\n{chains}}}\n")
+
+    def loss_drops(self) -> int:
+        """Frames dropped so far by :meth:`set_loss` (both legs, both directions)."""
+        total = 0
+        for ns in (self.client_ns, self.switch_ns):
+            res = ns_exec(ns, ["nft", "list", "table", "netdev", LOSS_TABLE], check=False)
+            total += sum(int(m) for m in re.findall(r"counter packets (\d+)", res.stdout or ""))
+        return total
 
     # ----------------------------------------------------------------- status
 

@@ -322,3 +322,28 @@ def test_plain_frames_with_offloads_off(lab: Lab, gateway: Callable[..., Gateway
         lab.set_offload(True)
     assert stats["driver"]["vnet_hdr"] is False and stats["gateway"]["sessions_spliced"] == 1
     assert not stats["gateway"]["drops"], stats["gateway"]["drops"]
+
+
+def test_two_percent_loss_on_both_legs_stays_byte_exact_on_both_paths(
+        lab: Lab, gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    """nftables numgen loss (this kernel has no netem) on the client and server legs: a 2 MiB
+    response on the fast path and a split request on the normal path arrive byte-exact."""
+    gw = gateway()
+    lab.set_loss(2.0)
+    try:
+        n = 2 * 2**20
+        out = tmp_path / "lossy"
+        code, size = curl(lab, f"/size/{n}", out, fmt="%{http_code} %{size_download}").split()
+        assert (code, int(size)) == ("200", n)
+        assert out.read_bytes() == response_body(n)
+        res = lab.run("client", [sys.executable, "-c", _SPLIT_CLIENT, VIP],
+                      capture_output=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        head, _, body = res.stdout.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and body == response_body(5000)
+        assert lab.loss_drops() > 0  # the impairment really dropped frames
+    finally:
+        lab.set_loss(0)
+    core = gw.stop()["gateway"]
+    assert core["sessions_spliced"] >= 1 and core["handoffs"].get("PARTIAL_REQUEST") == 1
+    assert lab.loss_drops() == 0  # removed
