@@ -20,7 +20,7 @@ from typing import Any
 from fastpath.cli import CliError
 from reference.gateway.config import ConfigError, GatewayConfig, default_config, load
 from reference.gateway.driver import Driver, DriverError, enter_netns, mac_str
-from reference.gateway.gateway import Gateway
+from reference.gateway.gateway import CoreSettings, Gateway
 
 
 def add(sub: Any) -> None:
@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.netns:
             enter_netns(args.netns)
-        driver = Driver(Gateway(config), args.client_if, args.server_if,
+        driver = Driver(Gateway(config, core=CoreSettings(gso_output=args.vnet_hdr)),
+                        args.client_if, args.server_if,
                         vnet_hdr=args.vnet_hdr)
         driver.open()
     except DriverError as exc:

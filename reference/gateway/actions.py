@@ -18,6 +18,9 @@ class Emit:
     leg: Leg
     packet: bytes
     """A whole IPv4/IPv6 packet with valid checksums."""
+    segment_size: int = 0
+    """When the packet is larger than the receiver's MSS (a GSO super-frame relayed whole,
+    ``CoreSettings.gso_output``): the payload size to cut it into. 0: send as it is."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -332,8 +332,8 @@ class Driver:
             port.neigh[spa] = sha
             self.counters["arp"]["learned"] += 1
             waiting = port.pending.pop(spa, None)
-            for packet in waiting.packets if waiting else ():
-                self._send(port, sha, packet)
+            for packet, seg in waiting.packets if waiting else ():
+                self._send(port, sha, packet, seg)
         if op == 1 and mine:
             self._arp_send(port, 2, sha, tpa, sha, spa)
             self.counters["arp"]["replies_sent"] += 1
@@ -348,24 +348,24 @@ class Driver:
     def _apply(self, actions: list[Action], now: float) -> None:
         for a in actions:
             if isinstance(a, Emit):
-                self._emit(self.ports[a.leg], a.packet, now)
+                self._emit(self.ports[a.leg], a.packet, now, a.segment_size)
 
-    def _emit(self, port: _Port, packet: bytes, now: float) -> None:
+    def _emit(self, port: _Port, packet: bytes, now: float, seg: int = 0) -> None:
         """Send towards the packet's destination, which must be on-link (no routing table)."""
         v4 = packet[0] >> 4 == 4
         dst = packet[16:20] if v4 else packet[24:40]
         mac = port.neigh.get(dst)
         if mac is not None:
-            self._send(port, mac, packet)
+            self._send(port, mac, packet, seg)
         elif not v4:
             self.counters["drops"]["no_neighbour_v6"] += 1
         else:
-            self._resolve(port, dst, packet, now)
+            self._resolve(port, dst, packet, now, seg)
 
-    def _send(self, port: _Port, mac: bytes, packet: bytes) -> None:
+    def _send(self, port: _Port, mac: bytes, packet: bytes, seg: int = 0) -> None:
         vnet = VNET_ZERO
         if len(packet) > port.mtu:
-            gso = _gso(packet, port.mtu) if self.vnet_hdr else None
+            gso = _gso(packet, port.mtu, seg) if self.vnet_hdr else None
             if gso is None:
                 self.counters["drops"]["oversize"] += 1
                 return
@@ -383,7 +383,8 @@ class Driver:
         self.counters["frames_out"][port.leg] += 1
         self.counters["bytes_out"][port.leg] += len(frame)
 
-    def _resolve(self, port: _Port, dst: bytes, packet: bytes, now: float) -> None:
+    def _resolve(self, port: _Port, dst: bytes, packet: bytes, now: float, seg: int = 0
+                 ) -> None:
         waiting = port.pending.get(dst)
         if waiting is None:
             if len(port.pending) >= ARP_PENDING:
@@ -394,7 +395,7 @@ class Driver:
         if len(waiting.packets) >= ARP_QUEUE:
             waiting.packets.popleft()
             self.counters["drops"]["arp_queue_full"] += 1
-        waiting.packets.append(packet)
+        waiting.packets.append((packet, seg))
 
     def _arp_tick(self, now: float) -> None:
         """(Re)send due ARP requests; give up on an address after ARP_TRIES of them."""
@@ -435,10 +436,12 @@ class Driver:
         return {"driver": driver, "gateway": self.gateway.stats_json()}
 
 
-def _gso(packet: bytes, mtu: int) -> tuple[bytes, bytes] | None:
+def _gso(packet: bytes, mtu: int, seg: int = 0) -> tuple[bytes, bytes] | None:
     """A virtio_net_hdr asking the kernel to cut an oversize TCP packet to ``mtu`` (and to
     checksum each piece), with the packet's checksum field turned into the pseudo-header sum
     that NEEDS_CSUM expects; None if it is not TCP over IPv4/IPv6 without extension headers.
+    ``seg`` (the core's ``Emit.segment_size``: the receiver's MSS less this segment's options)
+    caps the pieces' payload when it is smaller than what the MTU allows.
     """
     if packet[0] >> 4 == 4:
         ip, kind, proto, addrs = (packet[0] & 15) * 4, GSO_TCPV4, packet[9], packet[12:20]
@@ -452,7 +455,8 @@ def _gso(packet: bytes, mtu: int) -> tuple[bytes, bytes] | None:
     pseudo = int.from_bytes(addrs, "big") + 6 + len(packet) - ip
     buf = bytearray(packet)
     buf[ip + 16:ip + 18] = ((pseudo - 1) % 0xFFFF + 1).to_bytes(2, "big")
-    return VNET.pack(VNET_F_NEEDS_CSUM, kind, 14 + head, mtu - head, 14 + ip, 16), bytes(buf)
+    size = min(mtu - head, seg) if seg > 0 else mtu - head
+    return VNET.pack(VNET_F_NEEDS_CSUM, kind, 14 + head, size, 14 + ip, 16), bytes(buf)
 
 
 def _if_mtu(ifname: str) -> int:

@@ -404,7 +404,8 @@ class FastPath:
         new_seq = translate.seq_to_server(sp, pkt.seq)
         new_ack = translate.ack_to_server(sp, pkt.ack) if ack_flag else pkt.ack
         room = _payload_room(sp.server_mss, pkt)
-        if plen > room:
+        whole = plen > room and self.cfg.gso_output  # the driver cuts it (GSO)
+        if plen > room and not whole:
             seg = pkt.to_segment().with_(
                 seq=new_seq, ack=new_ack, window=translate.window_to_server(sp, pkt.window),
                 tsval=translate.tsval_to_server(sp, pkt.tsval) if ts else None,
@@ -418,7 +419,7 @@ class FastPath:
             tsval=translate.tsval_to_server(sp, pkt.tsval) if ts else None,
             tsecr=translate.tsecr_to_server(sp, pkt.tsecr) if ts else None,
             sack=tuple(translate.sack_to_server(sp, list(pkt.sack))) if pkt.sack else None)
-        return [self.gw.emit("server", bytes(buf))]
+        return [self.gw.emit("server", bytes(buf), room if whole else 0)]
 
     def _relay_to_client(self, s: FastSession, pkt: codec.Packet, buf: bytearray
                          ) -> list[Action]:
@@ -446,7 +447,8 @@ class FastPath:
         new_seq = translate.seq_to_client(sp, pkt.seq)
         new_ack = translate.ack_to_client(sp, pkt.ack) if pkt.flags & ACK else pkt.ack
         room = _payload_room(sp.client_mss, pkt)
-        if plen > room:
+        whole = plen > room and self.cfg.gso_output  # the driver cuts it (GSO)
+        if plen > room and not whole:
             seg = pkt.to_segment().with_(
                 seq=new_seq, ack=new_ack, window=translate.window_to_client(sp, pkt.window),
                 tsval=translate.tsval_to_client(sp, pkt.tsval) if ts else None,
@@ -460,7 +462,7 @@ class FastPath:
             tsval=translate.tsval_to_client(sp, pkt.tsval) if ts else None,
             tsecr=translate.tsecr_to_client(sp, pkt.tsecr) if ts else None,
             sack=tuple(translate.sack_to_client(sp, list(pkt.sack))) if pkt.sack else None)
-        return [self.gw.emit("client", bytes(buf))]
+        return [self.gw.emit("client", bytes(buf), room if whole else 0)]
 
     def _build_server(self, s: FastSession, seg: Segment) -> bytes:
         assert s.server is not None and s.gw is not None

@@ -42,6 +42,10 @@ class CoreSettings:
     open_retries: int = 3
     linger: float = 2.0
     rto_min: float = 1.0
+    gso_output: bool = False
+    """The driver can send a packet larger than the MTU and have it cut (virtio-net GSO): the
+    fast path then relays a super-frame whole, with ``Emit.segment_size``, instead of
+    splitting and rebuilding it segment by segment."""
 
 
 class _Cfg:
@@ -163,9 +167,9 @@ class Gateway:
         return self.fast.from_server(s, pkt, buf, now)
 
     # ---- services for the two paths -------------------------------------------------------
-    def emit(self, leg: Leg, packet: bytes) -> Emit:
+    def emit(self, leg: Leg, packet: bytes, segment_size: int = 0) -> Emit:
         self.stats.packets_out[leg] += 1
-        return Emit(leg, packet)
+        return Emit(leg, packet, segment_size)
 
     def _drop(self, leg: Leg, reason: str) -> Drop:
         self.stats.drops[reason] += 1
