@@ -116,9 +116,16 @@ class NormalPath:
             ns.head += c.read()
             head = eligibility.parse_request_head(bytes(ns.head))
             if head is None:
-                if eligibility.request_head_complete(bytes(ns.head)) or c.eof_received \
+                if not ns.head and c.eof_received:
+                    # Closed before sending anything: close back, no HTTP answer owed.
+                    if not ns.client_eof_sent:
+                        ns.client_eof_sent = True
+                        out += [self._to_client(ns, x) for x in c.close(now=now)]
+                elif eligibility.request_head_complete(bytes(ns.head)) or c.eof_received \
                         or len(ns.head) > self.cfg.buffer_bytes:
                     out += self._refuse(ns, now)
+                if c.closed:
+                    ns.done = True  # no server side was ever opened
                 self._arm(ns, now)
                 return out
             out += self._open_server(ns, head, now)

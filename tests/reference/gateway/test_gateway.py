@@ -158,3 +158,18 @@ def test_idle_session_is_reset_and_its_records_retired() -> None:
     rst = emitted(out, "client")
     assert len(rst) == 1 and rst[0].flags & RST
     assert not gw.client_sessions and gw.next_deadline() is None
+
+
+def test_client_closing_before_any_request_is_closed_back_and_retired() -> None:
+    # This used to answer "400 Bad Request" to a client that sent nothing, and to keep the
+    # normal-path session forever (no server side, so it was never marked done).
+    gw = Gateway(default_config(), isn_source=isn_source)
+    handshake(gw)
+    out = from_client(gw, seq=(C_ISN + 1) % 2**32, ack=(G_ISN + 1) % 2**32, flags=ACK | 0x01)
+    to_client = emitted(out, "client")
+    assert all(not p.payload for p in to_client)  # no HTTP answer
+    assert any(p.flags & 0x01 for p in to_client)  # our FIN
+    assert gw.stats.handoffs["EARLY_FIN"] == 1
+    fin = next(p for p in to_client if p.flags & 0x01)
+    from_client(gw, seq=(C_ISN + 2) % 2**32, ack=(fin.seq + 1) % 2**32, flags=ACK)
+    assert not gw.normal_by_client and not gw.client_sessions
