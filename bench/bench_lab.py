@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 from reference.gateway.config import DEFAULT_CONFIG_TOML  # noqa: E402
 from reference.gateway.sim import response_body  # noqa: E402
 from reference.lab import Lab  # noqa: E402
+from reference.lab._system import alive  # noqa: E402
 from reference.lab.topology import server_ip  # noqa: E402
 from spec.topology import VIP  # noqa: E402
 
@@ -151,15 +152,6 @@ def background_busy(seconds: float) -> float:
     time.sleep(seconds)
     b1 = box_ticks()
     return 100.0 * NCPU * (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X", b"")
 
 
 # --------------------------------------------------------------------------- proxies
