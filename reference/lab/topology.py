@@ -47,17 +47,26 @@ bash'`` (when the kernel allows unprivileged user namespaces): there ``ip netns`
 bridges, nftables and sysctls all work, but the namespaces are visible only to processes
 started inside that shell and vanish with it. :class:`Lab` therefore just requires root
 (uid 0, which that shell provides) and says so, with what it found, in the error.
+
+Impairment nodes (``impair=True``): a namespace ``<name>-ic`` sits on the client leg
+(``c0 === ia [ic] ib === gc``) and ``<name>-is`` on the server leg (``gs === ja [is] jb ===
+g0``). In each, :mod:`reference.lab.impair` bridges the two interfaces at L2 through AF_PACKET
+sockets (seeded loss, duplication, reordering, delay; see :meth:`Lab.set_impairment`), while an
+nftables netdev ingress drop-all keeps the node's own kernel out of the traffic; the node has
+no addresses. The end interfaces keep their MACs, so the static neighbour entries still hold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -103,6 +112,12 @@ GW_CLIENT_IP = "198.51.100.1"
 PREFIX_LEN = 24
 CLIENT_IF, GW_CLIENT_IF, GW_SERVER_IF, SERVER_IF = "c0", "gc", "gs", "eth0"
 BRIDGE, SWITCH_GW_PORT = "br0", "g0"
+IMPAIR_CLIENT_IFS, IMPAIR_SERVER_IFS = ("ia", "ib"), ("ja", "jb")
+"""The impairment nodes' interfaces: (towards the client side, towards the server side)."""
+IMPAIR_MODULE = "reference.lab.impair"
+IMPAIR_TABLE = "fastpath_impair"
+"""The impairment namespaces' netdev table (ingress drop-all)."""
+LEGS = ("client", "server")
 LOSS_TABLE = "fastpath_loss"
 """The nftables table of :meth:`Lab.set_loss`."""
 NFT_TABLE = "fastpath_lab"
@@ -116,7 +131,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _NAME = re.compile(r"[a-z][a-z0-9]{0,9}")
 """At most 10 characters, so even ``<name>-s64`` fits the 15 characters of an interface name."""
-_ROLE_ALIASES = {"client": "c", "c": "c", "gateway": "g", "g": "g", "switch": "sw", "sw": "sw"}
+_ROLE_ALIASES = {"client": "c", "c": "c", "gateway": "g", "g": "g", "switch": "sw", "sw": "sw",
+                 "impair_client": "ic", "ic": "ic", "impair_server": "is", "is": "is"}
+_ROLE_NAMES = {"c": "client", "g": "gateway", "sw": "switch", "ic": "impair_client",
+               "is": "impair_server"}
 
 
 def server_ip(k: int) -> str:
@@ -153,7 +171,7 @@ class Lab:
     """
 
     def __init__(self, name: str | None = None, servers: int = 3,
-                 gateway_kernel: GatewayKernel = "out") -> None:
+                 gateway_kernel: GatewayKernel = "out", impair: bool = False) -> None:
         name = random_name() if name is None else name
         if not _NAME.fullmatch(name):
             raise LabError(f"lab name {name!r} is not 1-10 lowercase letters or digits "
@@ -167,10 +185,12 @@ class Lab:
         self.name = name
         self.servers = servers
         self.gateway_kernel: GatewayKernel = gateway_kernel
+        self.impair = impair
+        self._impair_procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
         return (f"Lab(name={self.name!r}, servers={self.servers}, "
-                f"gateway_kernel={self.gateway_kernel!r})")
+                f"gateway_kernel={self.gateway_kernel!r}, impair={self.impair!r})")
 
     # ----------------------------------------------------------------- names
 
@@ -189,10 +209,18 @@ class Lab:
     def server_ns(self, k: int) -> str:
         return f"{self.name}-s{k}"
 
+    def impair_ns(self, leg: str) -> str:
+        """The impairment namespace of ``leg`` (client or server): ``<name>-ic``/``-is``."""
+        if leg not in LEGS:
+            raise LabError(f"unknown leg {leg!r}; use 'client' or 'server'")
+        return f"{self.name}-i{leg[0]}"
+
     @property
     def netns(self) -> dict[str, str]:
         """Role -> namespace name: ``client``, ``gateway``, ``switch``, ``s1`` ... ``sN``."""
         roles = {"client": self.client_ns, "gateway": self.gateway_ns, "switch": self.switch_ns}
+        if self.impair:
+            roles.update({f"impair_{leg}": self.impair_ns(leg) for leg in LEGS})
         roles.update({f"s{k}": self.server_ns(k) for k in range(1, self.servers + 1)})
         return roles
 
@@ -216,11 +244,11 @@ class Lab:
                        f"namespace name starting with {self.name}-")
 
     def _ns_pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"{re.escape(self.name)}-(c|g|sw|s[1-9][0-9]*)")
+        return re.compile(rf"{re.escape(self.name)}-(c|g|sw|ic|is|s[1-9][0-9]*)")
 
     def existing_namespaces(self) -> list[str]:
         """This lab's namespaces that exist now (whatever ``servers`` says), client first."""
-        order = {"c": -3, "g": -2, "sw": -1}
+        order = {"c": -5, "ic": -4, "g": -3, "is": -2, "sw": -1}
 
         def rank(ns: str) -> int:
             tail = ns.rpartition("-")[2]
@@ -255,7 +283,8 @@ class Lab:
         """
         if os.geteuid() != 0:
             raise privilege_error(f"uid {os.geteuid()}")
-        for tool in ("ip", "sysctl", *(("nft",) if self.gateway_kernel == "out" else ())):
+        nft = self.gateway_kernel == "out" or self.impair
+        for tool in ("ip", "sysctl", *(("nft",) if nft else ())):
             need(tool)
         try:
             self._namespaces()
@@ -263,7 +292,9 @@ class Lab:
             self._wire()
             self._configure()
             self._gateway_mode()
+            self._impair_mode()
             self._start_servers()
+            self._start_impairers()
         except BaseException:
             with contextlib.suppress(Exception):
                 self.down()
@@ -278,7 +309,14 @@ class Lab:
         if extra:
             gone = {ns.rpartition("-")[2] for ns in extra}
             stop_processes([p.pid for p in server_processes(self.name) if p.name in gone])
+            stop_processes([pid for pid, leg in self.impair_pids().items()
+                            if f"i{leg[:1]}" in gone])
             for ns in extra:
+                # Namespaces die asynchronously: delete their links (and so the veth peers
+                # elsewhere) now, so that _wire() sees the lab as it will be.
+                for dev in links(ns):
+                    if dev != "lo":
+                        ip("link", "del", "dev", dev, ns=ns, check=False)
                 ip("netns", "del", ns, check=False)
         for ns in wanted:
             if ns in existing:
@@ -318,8 +356,16 @@ class Lab:
         """The veth pairs and the bridge."""
         have = {ns: set(links(ns)) for ns in self.netns.values()}
         c, g, sw = self.client_ns, self.gateway_ns, self.switch_ns
-        self._veth(have, (c, CLIENT_IF, CLIENT_MAC), (g, GW_CLIENT_IF, GW_CLIENT_MAC))
-        self._veth(have, (g, GW_SERVER_IF, GW_SERVER_MAC), (sw, SWITCH_GW_PORT, None))
+        if self.impair:
+            ic, is_ = self.impair_ns("client"), self.impair_ns("server")
+            (ia, ib), (ja, jb) = IMPAIR_CLIENT_IFS, IMPAIR_SERVER_IFS
+            self._veth(have, (c, CLIENT_IF, CLIENT_MAC), (ic, ia, None))
+            self._veth(have, (ic, ib, None), (g, GW_CLIENT_IF, GW_CLIENT_MAC))
+            self._veth(have, (g, GW_SERVER_IF, GW_SERVER_MAC), (is_, ja, None))
+            self._veth(have, (is_, jb, None), (sw, SWITCH_GW_PORT, None))
+        else:
+            self._veth(have, (c, CLIENT_IF, CLIENT_MAC), (g, GW_CLIENT_IF, GW_CLIENT_MAC))
+            self._veth(have, (g, GW_SERVER_IF, GW_SERVER_MAC), (sw, SWITCH_GW_PORT, None))
         for k in range(1, self.servers + 1):
             self._veth(have, (self.server_ns(k), SERVER_IF, server_mac(k)), (sw, f"p{k}", None))
         if BRIDGE not in have[sw]:
@@ -353,6 +399,11 @@ class Lab:
         elif vip_on_lo:
             gw.append(f"addr del {VIP}/32 dev lo")
         self._batch(self.gateway_ns, gw)
+        if self.impair:
+            for leg, ifs in zip(LEGS, (IMPAIR_CLIENT_IFS, IMPAIR_SERVER_IFS), strict=True):
+                self._batch(self.impair_ns(leg), [
+                    "link set dev lo up",
+                    *(f"link set dev {dev} promisc on up" for dev in ifs)])
         ports = [SWITCH_GW_PORT, *(f"p{k}" for k in range(1, self.servers + 1))]
         self._batch(self.switch_ns, ["link set dev lo up", f"link set dev {BRIDGE} up",
                                      *(f"link set dev {p} master {BRIDGE} up" for p in ports)])
@@ -376,6 +427,131 @@ class Lab:
         elif shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin"):
             ns_exec(self.gateway_ns, ["nft", "delete", "table", "netdev", NFT_TABLE],
                     check=False)
+
+    def _impair_mode(self) -> None:
+        """The impairment namespaces' ingress drop-all: only AF_PACKET sees their frames."""
+        if not self.impair:
+            return
+        for leg, ifs in zip(LEGS, (IMPAIR_CLIENT_IFS, IMPAIR_SERVER_IFS), strict=True):
+            chains = "".join(
+                f"  chain in_{dev} {{ type filter hook ingress device \"{dev}\" priority 0; "
+                f"policy drop; counter; }}\n" for dev in ifs)
+            ruleset = (f"table netdev {IMPAIR_TABLE}\ndelete table netdev {IMPAIR_TABLE}\n"
+                       f"table netdev {IMPAIR_TABLE} {{\n{chains}}}\n")
+            ns_exec(self.impair_ns(leg), ["nft", "-f", "-"], stdin=ruleset)
+
+    # ----------------------------------------------------------------- impairment
+
+    def impair_pids(self) -> dict[int, str]:
+        """Live impairment processes of this lab (pid -> leg), found in /proc by their
+        ``--lab`` marker, plus the ones this object started."""
+        found: dict[int, str] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdecimal():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            except OSError:
+                continue
+            if "-m" not in argv[:-1] or argv[argv.index("-m") + 1] != IMPAIR_MODULE:
+                continue
+            opts = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)
+                    if argv[i] in ("--lab", "--leg")}
+            pid = int(entry.name)
+            if opts.get("--lab") == self.name and alive(pid):
+                found[pid] = opts.get("--leg", "?")
+        for leg, proc in self._impair_procs.items():
+            if proc.poll() is None:
+                found.setdefault(proc.pid, leg)
+        return found
+
+    def _start_impairers(self) -> None:
+        """A transparent (unimpaired) node on each leg whose node is not running yet."""
+        if not self.impair:
+            return
+        running = set(self.impair_pids().values())
+        for leg in LEGS:
+            if leg not in running:
+                self.set_impairment(leg)
+
+    def set_impairment(self, leg: str, *, seed: int = 1, loss: float = 0.0,
+                       duplicate: float = 0.0, reorder: float = 0.0, delay_ms: float = 0.0,
+                       jitter_ms: float = 0.0, reorder_delay_ms: float = 2.0) -> None:
+        """(Re)start ``leg``'s impairment node (``"client"`` or ``"server"``) with these
+        parameters: per frame, drop with probability ``loss``, send twice with ``duplicate``,
+        hold back ``reorder_delay_ms`` with ``reorder``; every frame waits ``delay_ms`` plus
+        uniform [0, ``jitter_ms``]. All from ``random.Random(seed)``. Needs ``impair=True``."""
+        if not self.impair:
+            raise LabError(f"lab {self.name} has no impairment nodes; create it with "
+                           f"Lab(..., impair=True) and run up()")
+        ns = self.impair_ns(leg)
+        for name, p in (("loss", loss), ("duplicate", duplicate), ("reorder", reorder)):
+            if not 0.0 <= p <= 1.0:
+                raise LabError(f"{name} {p} is not a probability in [0, 1]")
+        for name, v in (("delay_ms", delay_ms), ("jitter_ms", jitter_ms),
+                        ("reorder_delay_ms", reorder_delay_ms)):
+            if not 0.0 <= v <= 10_000.0:
+                raise LabError(f"{name} {v} is not in [0, 10000] ms")
+        if ns not in netns_names():
+            raise LabError(f"namespace {ns} does not exist; run up() first")
+        stop_processes([pid for pid, lg in self.impair_pids().items() if lg == leg])
+        a, b = IMPAIR_CLIENT_IFS if leg == "client" else IMPAIR_SERVER_IFS
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PROJECT_ROOT),
+                                                          env.get("PYTHONPATH"))))
+        argv = [sys.executable, "-m", IMPAIR_MODULE, "--a", a, "--b", b, "--seed", str(seed),
+                "--loss", repr(float(loss)), "--duplicate", repr(float(duplicate)),
+                "--reorder", repr(float(reorder)), "--delay", repr(float(delay_ms)),
+                "--jitter", repr(float(jitter_ms)),
+                "--reorder-delay", repr(float(reorder_delay_ms)),
+                "--lab", self.name, "--leg", leg]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._impair_log(leg)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(self._exec_argv(ns, argv), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=log, env=env,
+                                    cwd=PROJECT_ROOT, start_new_session=True)
+        remember_child(self.name, proc)
+        self._impair_procs[leg] = proc
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
+        line = proc.stdout.readline() if ready else b""
+        proc.stdout.close()
+        if not line.startswith(b"ready"):
+            stop_processes([proc.pid])
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] \
+                if log_path.exists() else []
+            raise LabError(f"impairment node on the {leg} leg ({ns}) did not start: "
+                           f"{tail[0] if tail else '(no output)'}; see {log_path}")
+
+    def _impair_log(self, leg: str) -> Path:
+        return self.run_dir / f"impair-{leg}.log"
+
+    def impair_counters(self, leg: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The counters of ``leg``'s running impairment node (SIGUSR1, then its JSON line):
+        ``frames``/``forwarded`` per direction, ``dropped``, ``duplicated``, ``reordered``,
+        ``overflow``, ``send_errors``."""
+        pids = [pid for pid, lg in self.impair_pids().items() if lg == leg]
+        if not pids:
+            raise LabError(f"no impairment node runs on the {leg} leg of lab {self.name}")
+        log_path = self._impair_log(leg)
+        size = log_path.stat().st_size if log_path.exists() else 0
+        # `ip netns exec` execs python, so the pid is the node itself.
+        os.kill(pids[0], signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with open(log_path, "rb") as f:
+                    f.seek(size)
+                    new = f.read()
+                if new.endswith(b"\n"):
+                    for line in reversed(new.decode(errors="replace").splitlines()):
+                        if line.startswith("{"):
+                            return dict(json.loads(line))
+            time.sleep(0.02)
+        raise LabError(f"the {leg} leg's impairment node printed no counters within "
+                       f"{timeout:g} s; see {log_path}")
 
     def _start_servers(self) -> None:
         """One httpserver per server namespace; running ones are kept, strays stopped."""
@@ -446,6 +622,7 @@ class Lab:
         """Stop this lab's servers and delete its namespaces (and with them every veth and
         the bridge). Idempotent: missing pieces are skipped, only real failures raise."""
         pids = {p.pid for p in server_processes(self.name)} | set(own_children(self.name))
+        pids |= set(self.impair_pids())
         survivors = stop_processes(sorted(pids))
         problems = [f"server pid(s) {', '.join(map(str, survivors))} did not stop"] \
             if survivors else []
@@ -475,6 +652,9 @@ class Lab:
         """Every (namespace, interface) that is an end of one of the lab's veth pairs."""
         ends = [(self.client_ns, CLIENT_IF), (self.gateway_ns, GW_CLIENT_IF),
                 (self.gateway_ns, GW_SERVER_IF), (self.switch_ns, SWITCH_GW_PORT)]
+        if self.impair:
+            ends += [(self.impair_ns("client"), dev) for dev in IMPAIR_CLIENT_IFS]
+            ends += [(self.impair_ns("server"), dev) for dev in IMPAIR_SERVER_IFS]
         for k in range(1, self.servers + 1):
             ends += [(self.switch_ns, f"p{k}"), (self.server_ns(k), SERVER_IF)]
         return ends
@@ -537,7 +717,7 @@ class Lab:
         namespaces: dict[str, Any] = {}
         for ns in existing:
             role = ns[len(self.name) + 1:]
-            role = {"c": "client", "g": "gateway", "sw": "switch"}.get(role, role)
+            role = _ROLE_NAMES.get(role, role)
             namespaces[role] = {"netns": ns, "interfaces": {
                 name: {"mac": info.get("address"), "state": info.get("operstate"),
                        "addresses": [f"{a['local']}/{a['prefixlen']}"
