@@ -44,6 +44,9 @@ def add(sub: Any) -> None:
                     help="'out': the gateway namespace's kernel drops everything (for the "
                          "user-space gateway); 'routing': it routes, VIP on lo (baselines). "
                          "Default out")
+    up.add_argument("--impair", action="store_true",
+                    help="put a seeded impairment node on each leg (transparent until "
+                         "Lab.set_impairment sets loss, duplication, reordering, delay)")
     up.add_argument("--offload", choices=("on", "off"),
                     help="set TX checksum/SG/TSO/GSO on every veth end (default: leave on)")
     up.add_argument("--hold", type=float, metavar="SECONDS",
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     if args.hold is not None and not 0 < args.hold <= MAX_HOLD:
         raise CliError(f"--hold takes 0 < SECONDS <= {MAX_HOLD:g}, not {args.hold:g}")
-    lab = Lab(args.name, servers=args.servers, gateway_kernel=args.gateway_kernel)
+    lab = Lab(args.name, servers=args.servers, gateway_kernel=args.gateway_kernel,
+              impair=args.impair)
     with _sigterm_interrupts():
         lab.up()  # removes the lab itself if interrupted or failing
         try:
