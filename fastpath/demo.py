@@ -56,6 +56,11 @@ REQUEST_TIMEOUT = 60.0
 """Seconds any one client (curl or the Python client) may take for its connection(s)."""
 SPLIT_PAUSE = 0.2
 """Seconds between the two writes of a split request, so they leave as two segments."""
+IMPAIRMENT = {"loss": 0.02, "duplicate": 0.02, "reorder": 0.05, "delay_ms": 1.0,
+              "jitter_ms": 1.0}
+"""What the impaired steps apply on each leg (seeded impairment nodes, this kernel has no
+netem)."""
+IMPAIR_TEXT = "2% loss, 2% duplication, 5% reordering"
 MAX_ERRORS = 20
 """Error messages kept per step (every failure is still counted)."""
 PR_SET_PDEATHSIG = 1
@@ -441,7 +446,7 @@ class Demo:
         """Lab, captures, gateway. False (with a problem noted) if the gateway never got
         ready: that is a failure of the thing being demonstrated, not of this machine."""
         t0 = time.monotonic()
-        self.lab = Lab(_unique_name(), servers=3, gateway_kernel="out")
+        self.lab = Lab(_unique_name(), servers=3, gateway_kernel="out", impair=True)
         try:
             self.lab.up()
         except LabError as exc:
@@ -489,6 +494,11 @@ class Demo:
             (Step(f"{p.keepalive_requests} requests over {len(ka_conns)} keep-alive "
                   f"connections (Python)", "fast", len(ka_conns), p.keepalive_requests),
              lambda s: self._python(s, ka_conns, False)),
+            (Step(f"1 MiB with {IMPAIR_TEXT} on both legs (curl)", "fast", 1, 1),
+             lambda s: self._impaired(lambda: self._curl(s, [1 << 20]))),
+            (Step(f"request in 2 segments with {IMPAIR_TEXT} on both legs (Python)",
+                  "normal", 1, 1),
+             lambda s: self._impaired(lambda: self._python(s, [[200_000]], True))),
         ]
         for i, (step, run) in enumerate(plan, 1):
             t0 = time.monotonic()
@@ -501,6 +511,18 @@ class Demo:
                   flush=True)
             if step.failed and step.errors:
                 self.say(f"  first error: {step.errors[0]}")
+
+    def _impaired(self, run: Callable[[], None]) -> None:
+        """Run a step with the seeded impairment nodes on both legs, then make them
+        transparent again."""
+        assert self.lab is not None
+        for seed, leg in enumerate(("client", "server"), 7):
+            self.lab.set_impairment(leg, seed=seed, **IMPAIRMENT)  # type: ignore[arg-type]
+        try:
+            run()
+        finally:
+            for leg in ("client", "server"):
+                self.lab.set_impairment(leg)  # type: ignore[arg-type]
 
     def _ordinary_gets(self, step: Step) -> None:
         """One curl per GET, as ordinary clients do: each its own connection."""
