@@ -92,6 +92,15 @@ RATIOS = (
 )
 
 
+
+def log_tail(log: Path | None) -> str:
+    """The last three lines of a process's log, for error messages."""
+    with contextlib.suppress(OSError):
+        if log is not None:
+            return " | ".join(log.read_text(errors="replace").strip()
+                              .splitlines()[-3:]) or "(no output)"
+    return "(no output)"
+
 class SetupError(RuntimeError):
     """A setup cannot be measured; the message goes into its error rows."""
 
@@ -273,11 +282,7 @@ class HAProxy(Proxy):
                          f"{self._tail()}")
 
     def _tail(self) -> str:
-        with contextlib.suppress(OSError):
-            if self.log is not None:
-                return " | ".join(self.log.read_text(errors="replace").strip()
-                                  .splitlines()[-3:]) or "(no output)"
-        return "(no output)"
+        return log_tail(self.log)
 
     def stop(self) -> None:
         stop_popen(self.proc)
@@ -322,11 +327,7 @@ class FastpathGateway(Proxy):
                              f"{self._tail()}")
 
     def _tail(self) -> str:
-        with contextlib.suppress(OSError):
-            if self.log is not None:
-                return " | ".join(self.log.read_text(errors="replace").strip()
-                                  .splitlines()[-3:]) or "(no output)"
-        return "(no output)"
+        return log_tail(self.log)
 
     def snapshot(self) -> dict[str, Any] | None:
         """SIGUSR1, then wait (bounded) for the stats file to be written anew."""
