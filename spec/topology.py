@@ -31,3 +31,20 @@ GW_SERVER_MAC = "02:00:00:00:00:03"
 """The gateway's server-side NIC."""
 SERVER_MAC = "02:00:00:00:00:04"
 """The servers' NIC (next hop on the server leg)."""
+
+# IPv6 (RFC 3849 documentation prefix 2001:db8::/32). Each IPv4 network has a /64 of its own,
+# numbered as the scenarios' IPv6 config already is (reference/gateway/scenarios.py), so
+# simulated and lab traces carry the same addresses.
+CLIENT_IP6 = "2001:db8:1::2"
+"""The client, on the client leg's /64 2001:db8:1::/64 (the IPv6 twin of 198.51.100.0/24)."""
+GW_CLIENT_IP6 = "2001:db8:1::1"
+"""The gateway on the client leg, the client's IPv6 default route."""
+VIP6 = "2001:db8::10"
+"""The IPv6 service address, owned by the gateway; its /64 (2001:db8::/64) is on no link, so
+like the IPv4 VIP the client reaches it only through its default route."""
+GW_SERVER_IP6 = "2001:db8:2::1"
+"""The gateway's IPv6 source towards servers, on the server leg's /64 2001:db8:2::/64."""
+SERVER_IPS6 = ("2001:db8:2::11", "2001:db8:2::12", "2001:db8:2::13")
+"""The back-end servers over IPv6, one per entry of :data:`SERVER_IPS`, in the same order."""
+PREFIX_LEN6 = 64
+"""Prefix length of the two IPv6 legs."""

@@ -79,7 +79,16 @@ from reference.gateway.selection import Selector as Selector
 from reference.gateway.selection import normalize_host
 from reference.gateway.selection import select as select
 from reference.gateway.selection import service_for as service_for
-from spec.topology import GW_SERVER_IP, SERVER_IPS, SERVER_PORT, VIP, VPORT
+from spec.topology import (
+    GW_SERVER_IP,
+    GW_SERVER_IP6,
+    SERVER_IPS,
+    SERVER_IPS6,
+    SERVER_PORT,
+    VIP,
+    VIP6,
+    VPORT,
+)
 
 PoolMethod = Literal["round_robin", "hash"]
 Rewrite = Literal["none", "x-forwarded-for"]
@@ -236,8 +245,11 @@ class GatewayConfig:
 
 DEFAULT_CONFIG_TOML = """\
 # The embedded default: one virtual service on the TEST-NET VIP; /api/ has its own pool.
+# Its IPv6 twin "web6" (documentation prefix) mirrors it with pools of its own, so IPv4
+# round robin is the same whether or not IPv6 clients come.
 [gateway]
 server_address = "203.0.113.1"
+server_address6 = "2001:db8:2::1"
 mss = 1460
 window_scale = 7
 idle_timeout = 300.0
@@ -262,19 +274,45 @@ method = "round_robin"
 [pool.api]
 servers = ["203.0.113.13:80"]
 method = "round_robin"
+
+[[service]]
+name = "web6"
+vip = "2001:db8::10"
+port = 80
+default_pool = "static6"
+rewrite = "none"
+
+  [[service.rule]]
+  path_prefix = "/api/"
+  pool = "api6"
+
+[pool.static6]
+servers = ["[2001:db8:2::11]:80", "[2001:db8:2::12]:80"]
+method = "round_robin"
+
+[pool.api6]
+servers = ["[2001:db8:2::13]:80"]
+method = "round_robin"
 """
 """What the CLI runs without a file; equal to :func:`default_config` (a test says so)."""
 
 
 def default_config() -> GatewayConfig:
-    """The embedded default, built from :mod:`spec.topology` so traces and config agree."""
-    static, api = SERVER_IPS[:2], SERVER_IPS[2:]
+    """The embedded default, built from :mod:`spec.topology` so traces and config agree:
+    ``web`` on the IPv4 VIP and its IPv6 twin ``web6`` on VIP6, same rules, own pools."""
+    def pools(suffix: str, ips: tuple[str, ...]) -> dict[str, Pool]:
+        static, api = f"static{suffix}", f"api{suffix}"
+        return {static: Pool(static, tuple(Server(ip, SERVER_PORT) for ip in ips[:2])),
+                api: Pool(api, tuple(Server(ip, SERVER_PORT) for ip in ips[2:]))}
+
     return GatewayConfig(
         services=(VirtualService(name="web", vip=VIP, port=VPORT, default_pool="static",
-                                 rules=(Rule(pool="api", path_prefix="/api/"),)),),
-        pools={"static": Pool("static", tuple(Server(ip, SERVER_PORT) for ip in static)),
-               "api": Pool("api", tuple(Server(ip, SERVER_PORT) for ip in api))},
+                                 rules=(Rule(pool="api", path_prefix="/api/"),)),
+                  VirtualService(name="web6", vip=VIP6, port=VPORT, default_pool="static6",
+                                 rules=(Rule(pool="api6", path_prefix="/api/"),))),
+        pools={**pools("", SERVER_IPS), **pools("6", SERVER_IPS6)},
         server_address=GW_SERVER_IP,
+        server_address6=GW_SERVER_IP6,
     )
 
 

@@ -1,9 +1,16 @@
 """The raw-socket driver: moves Ethernet frames between two interfaces and the sans-I/O core.
 
 One AF_PACKET socket per leg (``client`` and ``server``), one thread, one ``poll``. The driver
-owns only what the core cannot see: Ethernet framing, ARP (answering for the gateway's
-addresses, resolving next hops), the socket options that make a veth's offloads safe, the
-clock and the signals. Every TCP decision stays in :class:`~reference.gateway.gateway.Gateway`.
+owns only what the core cannot see: Ethernet framing, neighbour resolution (ARP for IPv4, and
+Neighbor Discovery for IPv6 through :mod:`reference.gateway.neighbor6`: answering for the
+gateway's addresses and VIPs, resolving next hops with the same bounded queue and retries),
+the socket options that make a veth's offloads safe, the clock and the signals. Every TCP
+decision stays in :class:`~reference.gateway.gateway.Gateway`, for IPv4 (EtherType 0x0800)
+and IPv6 (0x86DD) alike.
+
+The addresses a leg answers for: the config's own address of that side (``client_address``;
+``server_address`` and ``server_address6``), the interface's addresses (its primary IPv4
+address, every IPv6 address in ``/proc/net/if_inet6``) and, on the client leg, every VIP.
 
 Why ``PACKET_VNET_HDR`` by default: veths leave TX checksum offload and TSO on, so the peers'
 frames arrive with CHECKSUM_PARTIAL TCP checksums (the field holds only the pseudo-header sum)
@@ -45,6 +52,20 @@ from typing import Any
 from reference.gateway.actions import Action, Emit, Leg
 from reference.gateway.codec import internet_checksum
 from reference.gateway.gateway import Gateway
+from reference.gateway.neighbor6 import (
+    ALL_NODES,
+    ICMPV6,
+    ND_NA,
+    ND_NS,
+    ND_TYPES,
+    UNSPECIFIED,
+    NdError,
+    build_na,
+    build_ns,
+    multicast_mac,
+    parse_nd,
+    solicited_node,
+)
 
 ETH_P_ALL, ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0003, 0x0800, 0x0806, 0x86DD
 SOL_PACKET, PACKET_STATISTICS, PACKET_VNET_HDR, PACKET_IGNORE_OUTGOING = 263, 6, 15, 23
@@ -61,7 +82,12 @@ BATCH = 64
 """Frames read from one socket per wake-up, so one busy leg cannot starve the other."""
 SOCKET_BUFFER = 16 << 20
 ARP_QUEUE, ARP_PENDING, ARP_TRIES, ARP_RETRY = 8, 256, 3, 1.0
-"""Packets queued per unresolved address, unresolved addresses, requests sent, seconds apart."""
+"""Packets queued per unresolved address, unresolved addresses, requests sent, seconds apart.
+IPv6 uses the same bounds: RFC 4861 §10 also sends 3 solicitations (MAX_MULTICAST_SOLICIT),
+1 s apart (RETRANS_TIMER)."""
+IF_INET6 = "/proc/net/if_inet6"
+"""The IPv6 addresses of this network namespace's interfaces (per namespace, like all of
+/proc/self/net)."""
 NEIGHBOURS = 4096
 BROADCAST = b"\xff" * 6
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
@@ -98,16 +124,19 @@ def enter_netns(name: str) -> None:
 
 @dataclass(slots=True)
 class _Pending:
-    """Packets waiting for an ARP reply (bounded), and when to ask again."""
+    """Packets waiting for an ARP reply or Neighbor Advertisement (bounded), and when to ask
+    again; each packet with its ``Emit.segment_size``."""
 
-    packets: deque[bytes] = field(default_factory=deque)
+    packets: deque[tuple[bytes, int]] = field(default_factory=deque)
     tries: int = 0
     next_try: float = 0.0
 
 
 @dataclass(slots=True)
 class _Port:
-    """One leg: its socket, MAC, the IPv4 addresses it answers ARP for, its neighbours."""
+    """One leg: its socket, MAC, the IPv4 addresses it answers ARP for, its neighbours (both
+    families: 4- and 16-byte keys), and the IPv6 addresses it answers solicitations for
+    (``addrs6``, the first being the source of its own solicitations)."""
 
     leg: Leg
     ifname: str
@@ -118,10 +147,12 @@ class _Port:
     neigh: dict[bytes, bytes] = field(default_factory=dict)
     pending: dict[bytes, _Pending] = field(default_factory=dict)
     kernel_drops: int = 0
+    addrs6: list[bytes] = field(default_factory=list)
 
 
 def _counters() -> dict[str, Counter[str]]:
-    names = ("frames_in", "frames_out", "bytes_in", "bytes_out", "arp", "offload", "drops")
+    names = ("frames_in", "frames_out", "bytes_in", "bytes_out", "arp", "nd", "offload",
+             "drops")
     return {n: Counter() for n in names}
 
 
@@ -145,8 +176,11 @@ class Driver:
         """Open and bind both sockets; DriverError with the reason (no root, no interface)."""
         cfg = self.gateway.config
         vips = [socket.inet_aton(s.vip) for s in cfg.services if ":" not in s.vip]
-        own = {"client": [cfg.client_address] if cfg.client_address else [],
-               "server": [cfg.server_address]}
+        vips6 = [socket.inet_pton(socket.AF_INET6, s.vip) for s in cfg.services if ":" in s.vip]
+        mine = [cfg.client_address] if cfg.client_address else []
+        own = {"client": [a for a in mine if ":" not in a], "server": [cfg.server_address]}
+        own6 = {"client": [a for a in mine if ":" in a],
+                "server": [cfg.server_address6] if cfg.server_address6 else []}
         try:
             for leg, ifname in self.ifnames.items():
                 sock = self._socket(ifname)
@@ -156,6 +190,13 @@ class Driver:
                 addrs += [a for a in (_if_addr(ifname), *(vips if leg == "client" else ()))
                           if a is not None and a not in addrs]
                 self.ports[leg].addrs = addrs
+                # The source of our solicitations comes first: the configured address, else
+                # the interface's (global before link-local), a VIP only as a last resort.
+                addrs6 = [socket.inet_pton(socket.AF_INET6, a) for a in own6[leg]]
+                for a in (*_if_addrs6(ifname), *(vips6 if leg == "client" else ())):
+                    if a not in addrs6:
+                        addrs6.append(a)
+                self.ports[leg].addrs6 = addrs6
         except BaseException:
             self.close()
             raise
@@ -278,6 +319,10 @@ class Driver:
         if etype == ETH_P_ARP:
             self._arp(port, bytes(buf[e + 14:n]))
             return
+        if etype == ETH_P_IPV6 and n > e + 54 and buf[e + 20] == ICMPV6 and \
+                buf[e + 54] in ND_TYPES:
+            self._nd(port, n)  # before the MAC check: solicitations go to multicast
+            return
         if buf[e:e + 6] != port.mac:
             c["drops"]["not_for_us"] += 1
             return
@@ -344,6 +389,58 @@ class Driver:
         frame = dst + port.mac + ETH_P_ARP.to_bytes(2, "big") + body
         self._tx(port, VNET_ZERO, frame + bytes(max(0, 60 - len(frame))))
 
+    def _nd(self, port: _Port, n: int) -> None:
+        """One Neighbor Discovery frame (``n`` bytes in the buffer): learn from it as
+        :meth:`_arp` does, answer a solicitation for one of ``port.addrs6``."""
+        c, buf, e = self.counters, self._buf, VNET.size if self.vnet_hdr else 0
+        ip = e + 14
+        if e:
+            flags, _, _, _, start, offset = VNET.unpack_from(buf, 0)
+            if flags & VNET_F_NEEDS_CSUM:  # the kernel checksums ND itself, but be safe
+                start, at = e + start, e + start + offset
+                end = ip + 40 + int.from_bytes(buf[ip + 4:ip + 6], "big")
+                if not (ip < start <= at and at + 2 <= end <= n):
+                    c["drops"]["bad_vnet_hdr"] += 1
+                    return
+                buf[at:at + 2] = internet_checksum(self._view[start:end]).to_bytes(2, "big")
+        try:
+            msg = parse_nd(bytes(buf[ip:n]))
+        except NdError as exc:
+            c["drops"][exc.reason] += 1
+            return
+        if msg.type not in (ND_NS, ND_NA):
+            c["nd"]["ignored"] += 1  # router messages and redirects: we are configured
+            return
+        assert msg.target is not None
+        eth_src = bytes(buf[e + 6:e + 12])
+        if msg.type == ND_NS:
+            c["nd"]["solicitations_in"] += 1
+            mine = msg.target in port.addrs6
+            if msg.src != UNSPECIFIED and (mine or msg.src in port.neigh
+                                           or msg.src in port.pending):
+                self._learn(port, msg.src, msg.lladdr or eth_src)
+            if not mine:
+                return
+            if msg.src == UNSPECIFIED:  # someone's DAD probe for our address: defend it
+                dst, mac, solicited = ALL_NODES, multicast_mac(ALL_NODES), False
+            else:
+                dst, mac, solicited = msg.src, msg.lladdr or eth_src, True
+            self._tx(port, VNET_ZERO, mac + port.mac + ETH_P_IPV6.to_bytes(2, "big") +
+                     build_na(msg.target, dst, port.mac, solicited=solicited))
+            c["nd"]["replies_sent"] += 1
+            return
+        c["nd"]["advertisements_in"] += 1
+        if msg.target in port.neigh or msg.target in port.pending:
+            self._learn(port, msg.target, msg.lladdr or eth_src)
+
+    def _learn(self, port: _Port, addr: bytes, mac: bytes) -> None:
+        """``addr`` is at ``mac``: remember it and send what waited for it."""
+        port.neigh[addr] = mac
+        self.counters["arp" if len(addr) == 4 else "nd"]["learned"] += 1
+        waiting = port.pending.pop(addr, None)
+        for packet, seg in waiting.packets if waiting else ():
+            self._send(port, mac, packet, seg)
+
     # ---- transmit ---------------------------------------------------------------------------
     def _apply(self, actions: list[Action], now: float) -> None:
         for a in actions:
@@ -357,8 +454,6 @@ class Driver:
         mac = port.neigh.get(dst)
         if mac is not None:
             self._send(port, mac, packet, seg)
-        elif not v4:
-            self.counters["drops"]["no_neighbour_v6"] += 1
         else:
             self._resolve(port, dst, packet, now, seg)
 
@@ -385,31 +480,43 @@ class Driver:
 
     def _resolve(self, port: _Port, dst: bytes, packet: bytes, now: float, seg: int = 0
                  ) -> None:
+        kind = "arp" if len(dst) == 4 else "nd"
+        if kind == "nd" and not port.addrs6:
+            # No IPv6 address on this leg: a solicitation from :: would be DAD.
+            self.counters["drops"]["nd_unresolved"] += 1
+            return
         waiting = port.pending.get(dst)
         if waiting is None:
             if len(port.pending) >= ARP_PENDING:
-                self.counters["drops"]["arp_table_full"] += 1
+                self.counters["drops"][f"{kind}_table_full"] += 1
                 return
             waiting = port.pending[dst] = _Pending(next_try=now)
             self._arp_tick(now)
         if len(waiting.packets) >= ARP_QUEUE:
             waiting.packets.popleft()
-            self.counters["drops"]["arp_queue_full"] += 1
+            self.counters["drops"][f"{kind}_queue_full"] += 1
         waiting.packets.append((packet, seg))
 
     def _arp_tick(self, now: float) -> None:
-        """(Re)send due ARP requests; give up on an address after ARP_TRIES of them."""
+        """(Re)send due ARP requests and Neighbor Solicitations; give up on an address after
+        ARP_TRIES of them."""
         for port in self.ports.values():
             for dst, waiting in list(port.pending.items()):
                 if now < waiting.next_try:
                     continue
+                kind = "arp" if len(dst) == 4 else "nd"
                 if waiting.tries >= ARP_TRIES:
                     del port.pending[dst]
-                    self.counters["drops"]["arp_unresolved"] += len(waiting.packets)
+                    self.counters["drops"][f"{kind}_unresolved"] += len(waiting.packets)
                     continue
-                spa = port.addrs[0] if port.addrs else bytes(4)
-                self._arp_send(port, 1, BROADCAST, spa, bytes(6), dst)
-                self.counters["arp"]["requests_sent"] += 1
+                if kind == "arp":
+                    spa = port.addrs[0] if port.addrs else bytes(4)
+                    self._arp_send(port, 1, BROADCAST, spa, bytes(6), dst)
+                else:
+                    self._tx(port, VNET_ZERO, multicast_mac(solicited_node(dst)) + port.mac +
+                             ETH_P_IPV6.to_bytes(2, "big") + build_ns(port.addrs6[0], dst,
+                                                                      port.mac))
+                self.counters[kind]["requests_sent"] += 1
                 waiting.tries += 1
                 waiting.next_try = now + ARP_RETRY
 
@@ -429,6 +536,8 @@ class Driver:
         driver["vnet_hdr"] = self.vnet_hdr
         driver["interfaces"] = {p.leg: {"name": p.ifname, "mac": mac_str(p.mac),
                                         "addresses": [socket.inet_ntoa(a) for a in p.addrs],
+                                        "addresses6": [socket.inet_ntop(socket.AF_INET6, a)
+                                                       for a in p.addrs6],
                                         "neighbours": {socket.inet_ntop(
                                             socket.AF_INET if len(k) == 4 else socket.AF_INET6,
                                             k): mac_str(m) for k, m in p.neigh.items()}}
@@ -473,6 +582,19 @@ def _if_addr(ifname: str) -> bytes | None:
         except OSError:
             return None
     return res[20:24]
+
+
+def _if_addrs6(ifname: str) -> list[bytes]:
+    """The interface's IPv6 addresses (``/proc/net/if_inet6``), global scope before the
+    rest; [] if it has none or IPv6 is off."""
+    found: list[tuple[bool, bytes]] = []
+    with contextlib.suppress(OSError), open(IF_INET6) as f:
+        for line in f.read().splitlines()[:4096]:
+            parts = line.split()
+            if len(parts) == 6 and parts[5] == ifname and len(parts[0]) == 32:
+                with contextlib.suppress(ValueError):
+                    found.append((int(parts[3], 16) != 0, bytes.fromhex(parts[0])))
+    return [addr for _, addr in sorted(found, key=lambda f: f[0])]
 
 
 def _print_stats(stats: dict[str, Any]) -> None:

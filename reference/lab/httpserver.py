@@ -12,7 +12,10 @@ Routes (``GET`` and ``HEAD``):
 * ``/``: one line of text naming the server;
 * anything else: 404; other methods: 405.
 
-Every response carries ``X-Server: <name>``. Keep-alive is the HTTP/1.1 default;
+Every response carries ``X-Server: <name>``, whichever address family the request came over:
+on the wildcard ``--host 0.0.0.0`` (the lab's case) the server also listens on ``[::]`` (an
+IPv6-only socket, so the IPv4 listener is untouched), and keeps serving IPv4 alone when IPv6
+is disabled in its namespace. Keep-alive is the HTTP/1.1 default;
 ``Connection: close`` (or HTTP/1.0 without ``Connection: keep-alive``) closes after the
 response. asyncio keeps thousands of connections on one thread, well above the 200 the
 benchmarks use. Once listening, the process prints ``listening HOST:PORT`` on stdout (the lab
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 
@@ -224,12 +228,37 @@ class Server:
             await asyncio.wait_for(reader.readexactly(int(length)), IDLE_TIMEOUT)
 
 
-async def serve(name: str, host: str, port: int) -> None:
-    """Listen, announce ``listening HOST:PORT`` on stdout, serve until SIGTERM or SIGINT."""
+def _v6_socket(host6: str, port: int) -> socket.socket:
+    """A bound, IPv6-only TCP socket: with IPV6_V6ONLY the IPv4 listener on the same port
+    keeps IPv4 to itself, whatever ``net.ipv6.bindv6only`` says."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host6, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(name: str, host: str, port: int, host6: str | None = None) -> None:
+    """Listen (on ``host6`` too if given), announce ``listening HOST:PORT`` on stdout, serve
+    until SIGTERM or SIGINT. An IPv6 listener that cannot be set up is reported on stderr
+    and skipped: IPv4 is what every lab needs."""
     server = Server(name)
     listener = await asyncio.start_server(server.handle, host, port, backlog=4096,
                                           limit=MAX_LINE * 2, reuse_address=True)
     bound = listener.sockets[0].getsockname()
+    listeners = [listener]
+    if host6:
+        try:
+            listeners.append(await asyncio.start_server(
+                server.handle, sock=_v6_socket(host6, bound[1]), backlog=4096,
+                limit=MAX_LINE * 2))
+        except OSError as exc:
+            print(f"httpserver {name}: no IPv6 listener on [{host6}]:{bound[1]}: "
+                  f"{exc.strerror or exc}", file=sys.stderr, flush=True)
     print(f"listening {bound[0]}:{bound[1]}", flush=True)
     # Nothing else goes to stdout: the reader may have closed its end of the pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -239,7 +268,9 @@ async def serve(name: str, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with listener:
+    async with contextlib.AsyncExitStack() as stack:
+        for one in listeners:
+            await stack.enter_async_context(one)
         await stop.wait()
 
 
@@ -249,11 +280,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="this server's name, sent as X-Server")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (0.0.0.0)")
     parser.add_argument("--port", type=int, default=80, help="port (80; 0 = any free port)")
+    parser.add_argument("--host6", default=None,
+                        help="IPv6 address to listen on as well, same port ('' for none; "
+                             "default '::' when --host is 0.0.0.0, else none)")
     parser.add_argument("--lab", default="", help="the lab that owns this process (a marker "
                                                   "in the command line, so the lab finds it)")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.name, args.host, args.port))
+        host6 = ("::" if args.host == "0.0.0.0" else "") if args.host6 is None else args.host6
+        asyncio.run(serve(args.name, args.host, args.port, host6 or None))
     except OSError as exc:
         print(f"httpserver {args.name}: cannot listen on {args.host}:{args.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)

@@ -18,23 +18,34 @@ Addresses come from :mod:`spec.topology` (TEST-NET only) and MACs are fixed: ``c
 :data:`~spec.topology.CLIENT_MAC`, ``gc`` :data:`~spec.topology.GW_CLIENT_MAC`, ``gs``
 :data:`~spec.topology.GW_SERVER_MAC`, server K ``02:00:00:00:01:KK`` (hex), so a driver and its
 pcaps see the same MACs in every run. Server K is 203.0.113.(10 + K): K = 1..3 are
-:data:`~spec.topology.SERVER_IPS`. IPv6 is disabled in every namespace to keep router
-solicitations and neighbour discovery off the veths; the client and gateway namespaces get
-``tcp_tw_reuse=1`` and ports 1024-65535, since connection-per-request runs otherwise run out
-of ephemeral ports in TIME_WAIT.
+:data:`~spec.topology.SERVER_IPS`. The client and gateway namespaces get ``tcp_tw_reuse=1``
+and ports 1024-65535, since connection-per-request runs otherwise run out of ephemeral ports
+in TIME_WAIT.
+
+IPv6 (``ipv6=True``; off by default): the client, gateway and server namespaces get IPv6 as
+well, on a /64 per leg from :mod:`spec.topology` (documentation prefix 2001:db8::/32): ``c0``
+2001:db8:1::2, ``gc`` 2001:db8:1::1, ``gs`` 2001:db8:2::1, server K 2001:db8:2::(10 + K), the
+VIP6 2001:db8::10 in a /64 of its own on no link (like the IPv4 VIP, reached through the
+default route). Default routes and permanent neighbour entries mirror IPv4. To keep the veths
+quiet and the addresses usable at once there is no DAD (``accept_dad=0``, ``nodad``), no
+router solicitation and no RA processing; the switch turns MLD snooping off so solicited-node
+multicast always reaches its server. Without ``ipv6`` (and always in the switch and
+impairment namespaces) IPv6 is disabled, which keeps router solicitations and neighbour
+discovery off the veths.
 
 Gateway kernel modes (``gateway_kernel``):
 
 * ``"out"`` (default), for the user-space gateway: an nftables ``netdev`` table in the gateway
   namespace drops every frame at ingress of ``gc`` and ``gs`` (AF_PACKET taps run before that
   hook, so the gateway still sees them; the kernel's IP stack never does, so it sends no RST
-  or ICMP of its own), ``ip_forward=0``, the VIP on no interface. The drop also eats ARP, so
-  the client has a permanent neighbour entry 198.51.100.1 -> ``gc``'s MAC and every server
-  203.0.113.1 -> ``gs``'s MAC; the gateway namespace gets none (the gateway answers for
-  itself).
+  or ICMP of its own), ``ip_forward=0``, the VIP on no interface. The drop also eats ARP (and
+  IPv6 neighbour discovery), so the client has a permanent neighbour entry 198.51.100.1 (and
+  2001:db8:1::1) -> ``gc``'s MAC and every server 203.0.113.1 (and 2001:db8:2::1) -> ``gs``'s
+  MAC; the gateway namespace gets none (the gateway answers for itself).
 * ``"routing"``, for kernel baselines (DNAT, HAProxy): no nftables table, ``ip_forward=1`` and
-  the VIP 192.0.2.10/32 on the gateway's ``lo``; the client then reaches the servers directly
-  through the gateway, and whatever listens on the VIP in the gateway namespace.
+  the VIP 192.0.2.10/32 on the gateway's ``lo`` (with IPv6: IPv6 forwarding on and the VIP6
+  2001:db8::10/128 on ``lo`` too); the client then reaches the servers directly through the
+  gateway, and whatever listens on the VIP in the gateway namespace.
 
 Offloads stay on (veth defaults): the driver is to use ``PACKET_VNET_HDR``, which carries the
 partial checksums and GSO sizes through; :meth:`Lab.set_offload` turns TX checksum, SG, TSO and
@@ -95,13 +106,19 @@ from reference.lab._system import (
 )
 from spec.topology import (
     CLIENT_IP,
+    CLIENT_IP6,
     CLIENT_MAC,
+    GW_CLIENT_IP6,
     GW_CLIENT_MAC,
     GW_SERVER_IP,
+    GW_SERVER_IP6,
     GW_SERVER_MAC,
+    PREFIX_LEN6,
     SERVER_IPS,
+    SERVER_IPS6,
     SERVER_PORT,
     VIP,
+    VIP6,
 )
 
 GatewayKernel = Literal["out", "routing"]
@@ -144,6 +161,24 @@ def server_ip(k: int) -> str:
     return addr
 
 
+def server_ip6(k: int) -> str:
+    """Server K's IPv6 address: 2001:db8:2::(10 + K) written in hex digits as decimal
+    (2001:db8:2::11 for K = 1), so it reads like the IPv4 one; K = 1..3 are
+    :data:`~spec.topology.SERVER_IPS6`."""
+    addr = str(ipaddress.IPv6Address(f"2001:db8:2::{10 + k}"))
+    assert k > len(SERVER_IPS6) or addr == SERVER_IPS6[k - 1]
+    return addr
+
+
+def _v6_host(addr: str, dev: str, gateway: str, gateway_mac: str) -> list[str]:
+    """``ip -batch`` lines for a host's IPv6 side: its address (no DAD), a default route via
+    ``gateway``, and a permanent neighbour entry for it (the gateway namespace's ingress drop
+    eats Neighbor Solicitations in ``"out"`` mode, as it eats ARP)."""
+    return [f"addr replace {addr}/{PREFIX_LEN6} dev {dev} nodad",
+            f"route replace ::/0 via {gateway} dev {dev}",
+            f"neigh replace {gateway} lladdr {gateway_mac} dev {dev} nud permanent"]
+
+
 def server_mac(k: int) -> str:
     return f"02:00:00:00:01:{k:02x}"
 
@@ -168,10 +203,13 @@ class Lab:
     namespaces. :meth:`up` is idempotent and converges an existing lab to this object's
     settings; :meth:`down` removes everything and never fails for pieces already gone. As a
     context manager the lab is up inside the block and down after it, also on exceptions.
+    ``ipv6=True`` gives client, gateway and servers IPv6 as well (see the module); changing
+    it and calling :meth:`up` again converges the lab either way.
     """
 
     def __init__(self, name: str | None = None, servers: int = 3,
-                 gateway_kernel: GatewayKernel = "out", impair: bool = False) -> None:
+                 gateway_kernel: GatewayKernel = "out", impair: bool = False,
+                 ipv6: bool = False) -> None:
         name = random_name() if name is None else name
         if not _NAME.fullmatch(name):
             raise LabError(f"lab name {name!r} is not 1-10 lowercase letters or digits "
@@ -186,11 +224,13 @@ class Lab:
         self.servers = servers
         self.gateway_kernel: GatewayKernel = gateway_kernel
         self.impair = impair
+        self.ipv6 = ipv6
         self._impair_procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
         return (f"Lab(name={self.name!r}, servers={self.servers}, "
-                f"gateway_kernel={self.gateway_kernel!r}, impair={self.impair!r})")
+                f"gateway_kernel={self.gateway_kernel!r}, impair={self.impair!r}"
+                f"{', ipv6=True' if self.ipv6 else ''})")
 
     # ----------------------------------------------------------------- names
 
@@ -227,6 +267,11 @@ class Lab:
     @property
     def server_addresses(self) -> list[str]:
         return [server_ip(k) for k in range(1, self.servers + 1)]
+
+    @property
+    def server_addresses6(self) -> list[str]:
+        """The servers' IPv6 addresses (configured only when ``ipv6`` is on)."""
+        return [server_ip6(k) for k in range(1, self.servers + 1)]
 
     @property
     def run_dir(self) -> Path:
@@ -290,6 +335,7 @@ class Lab:
             self._namespaces()
             self._sysctls()
             self._wire()
+            self._ipv6_interfaces()
             self._configure()
             self._gateway_mode()
             self._impair_mode()
@@ -329,14 +375,44 @@ class Lab:
                 raise LabError(f"`ip netns add {ns}` failed: {err}; remove whatever holds "
                                f"that name (`ip netns del {ns}`) and retry")
 
+    def _ipv6_roles(self) -> set[str]:
+        """Roles whose namespace runs IPv6: client, gateway and servers when ``ipv6`` is on;
+        the switch and the impairment nodes only move frames, so theirs stays off."""
+        if not self.ipv6:
+            return set()
+        return {"client", "gateway", *(f"s{k}" for k in range(1, self.servers + 1))}
+
     def _sysctls(self) -> None:
         quiet = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+        # Usable at once and silent: no DAD (addresses would stay tentative ~1 s and send
+        # NS), no router solicitations or advertisements acted on. The defaults apply to
+        # the interfaces _wire() creates next; _ipv6_interfaces() then turns IPv6 on for the
+        # ones that exist (lo, or a re-used lab's veths) after giving them the same settings.
+        v6 = [f"net.ipv6.conf.{c}.{k}=0" for c in ("default", "all")
+              for k in ("accept_dad", "accept_ra", "router_solicitations")]
+        v6 += ["net.ipv6.conf.default.disable_ipv6=0"]
         ports = ["net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65535"]
         forward = f"net.ipv4.ip_forward={int(self.gateway_kernel == 'routing')}"
+        forward6 = f"net.ipv6.conf.all.forwarding={int(self.gateway_kernel == 'routing')}"
+        ipv6 = self._ipv6_roles()
         for role, ns in self.netns.items():
-            keys = quiet + (ports if role in ("client", "gateway") else [])
+            keys = (v6 if role in ipv6 else quiet) + \
+                (ports if role in ("client", "gateway") else [])
             keys += [forward] if role == "gateway" else []
+            keys += [forward6] if role == "gateway" and self.ipv6 else []
             ns_exec(ns, ["sysctl", "-q", "-e", "-w", *keys])
+
+    def _ipv6_interfaces(self) -> None:
+        """The quiet IPv6 settings on every interface that already exists in an IPv6
+        namespace (a lab first built without IPv6 keeps its veths; their settings were
+        copied from ``default`` when they were created)."""
+        for role in sorted(self._ipv6_roles()):
+            ns = self.netns[role]
+            keys = [f"net.ipv6.conf.{dev}.{k}=0" for dev in links(ns)
+                    for k in ("accept_dad", "accept_ra", "router_solicitations",
+                              "disable_ipv6")]
+            ns_exec(ns, ["sysctl", "-q", "-e", "-w", *keys,
+                         "net.ipv6.conf.all.disable_ipv6=0"])
 
     def _veth(self, have: dict[str, set[str]], a: tuple[str, str, str | None],
               b: tuple[str, str, str | None]) -> None:
@@ -388,16 +464,24 @@ class Lab:
             "link set dev lo up", f"link set dev {CLIENT_IF} up",
             f"addr replace {CLIENT_IP}/{PREFIX_LEN} dev {CLIENT_IF}",
             f"route replace default via {GW_CLIENT_IP} dev {CLIENT_IF}",
-            f"neigh replace {GW_CLIENT_IP} lladdr {gc_mac} dev {CLIENT_IF} nud permanent"])
+            f"neigh replace {GW_CLIENT_IP} lladdr {gc_mac} dev {CLIENT_IF} nud permanent",
+            *(_v6_host(CLIENT_IP6, CLIENT_IF, GW_CLIENT_IP6, gc_mac) if self.ipv6 else ())])
         gw = ["link set dev lo up", f"link set dev {GW_CLIENT_IF} up",
               f"link set dev {GW_SERVER_IF} up",
               f"addr replace {GW_CLIENT_IP}/{PREFIX_LEN} dev {GW_CLIENT_IF}",
               f"addr replace {GW_SERVER_IP}/{PREFIX_LEN} dev {GW_SERVER_IF}"]
-        vip_on_lo = any(a.get("local") == VIP for a in gw_links.get("lo", {}).get("addr_info", []))
+        lo_addrs = {a.get("local") for a in gw_links.get("lo", {}).get("addr_info", [])}
         if self.gateway_kernel == "routing":
             gw.append(f"addr replace {VIP}/32 dev lo")
-        elif vip_on_lo:
+        elif VIP in lo_addrs:
             gw.append(f"addr del {VIP}/32 dev lo")
+        if self.ipv6:
+            gw += [f"addr replace {GW_CLIENT_IP6}/{PREFIX_LEN6} dev {GW_CLIENT_IF} nodad",
+                   f"addr replace {GW_SERVER_IP6}/{PREFIX_LEN6} dev {GW_SERVER_IF} nodad"]
+            if self.gateway_kernel == "routing":
+                gw.append(f"addr replace {VIP6}/128 dev lo")
+            elif VIP6 in lo_addrs:
+                gw.append(f"addr del {VIP6}/128 dev lo")
         self._batch(self.gateway_ns, gw)
         if self.impair:
             for leg, ifs in zip(LEGS, (IMPAIR_CLIENT_IFS, IMPAIR_SERVER_IFS), strict=True):
@@ -405,14 +489,19 @@ class Lab:
                     "link set dev lo up",
                     *(f"link set dev {dev} promisc on up" for dev in ifs)])
         ports = [SWITCH_GW_PORT, *(f"p{k}" for k in range(1, self.servers + 1))]
-        self._batch(self.switch_ns, ["link set dev lo up", f"link set dev {BRIDGE} up",
+        # IPv6: no MLD snooping, so a Neighbor Solicitation to a solicited-node group
+        # reaches its server whether or not the bridge heard that server's MLD report.
+        snoop = [f"link set dev {BRIDGE} type bridge mcast_snooping 0"] if self.ipv6 else []
+        self._batch(self.switch_ns, ["link set dev lo up", *snoop, f"link set dev {BRIDGE} up",
                                      *(f"link set dev {p} master {BRIDGE} up" for p in ports)])
         for k in range(1, self.servers + 1):
             self._batch(self.server_ns(k), [
                 "link set dev lo up", f"link set dev {SERVER_IF} up",
                 f"addr replace {server_ip(k)}/{PREFIX_LEN} dev {SERVER_IF}",
                 f"route replace default via {GW_SERVER_IP} dev {SERVER_IF}",
-                f"neigh replace {GW_SERVER_IP} lladdr {gs_mac} dev {SERVER_IF} nud permanent"])
+                f"neigh replace {GW_SERVER_IP} lladdr {gs_mac} dev {SERVER_IF} nud permanent",
+                *(_v6_host(server_ip6(k), SERVER_IF, GW_SERVER_IP6, gs_mac)
+                  if self.ipv6 else ())])
 
     def _gateway_mode(self) -> None:
         """The nftables ingress drop in ``"out"`` mode, none in ``"routing"`` mode."""
@@ -723,6 +812,12 @@ class Lab:
                        "addresses": [f"{a['local']}/{a['prefixlen']}"
                                      for a in info.get("addr_info", [])]}
                 for name, info in links(ns).items()}}
+
+        def has(role: str, addr: str) -> bool:
+            return any(a.partition("/")[0] == addr
+                       for ifc in namespaces.get(role, {}).get("interfaces", {}).values()
+                       for a in ifc["addresses"])
+
         servers = []
         procs = server_processes(self.name)
         for ns in existing:
@@ -733,6 +828,7 @@ class Lab:
             ino = netns_inode(ns)
             mine = [p.pid for p in procs if p.name == tail and p.netns_inode == ino]
             servers.append({"name": tail, "netns": ns, "address": server_ip(k),
+                            "address6": server_ip6(k) if has(tail, server_ip6(k)) else None,
                             "port": SERVER_PORT, "pid": mine[0] if mine else None,
                             "alive": bool(mine) and alive(mine[0]),
                             "log": str(self.run_dir / f"{tail}.log")})
@@ -742,7 +838,8 @@ class Lab:
                 "up": core and bool(servers) and all(s["alive"] for s in servers),
                 "gateway_kernel": gateway["mode"] if gateway else None,
                 "namespaces": namespaces, "gateway": gateway, "servers": servers,
-                "vip": f"{VIP}:80"}
+                "vip": f"{VIP}:80",
+                "vip6": f"[{VIP6}]:80" if has("client", CLIENT_IP6) else None}
 
     def _gateway_status(self) -> dict[str, Any]:
         forward = sysctl_get(self.gateway_ns, "net.ipv4.ip_forward")
@@ -755,6 +852,9 @@ class Lab:
                     r"chain in_(\w+) \{.*?counter packets (\d+)", res.stdout, re.S)}
         lo = links(self.gateway_ns).get("lo", {}).get("addr_info", [])
         mode = "out" if drops is not None else "routing" if forward == "1" else "unknown"
+        forward6 = sysctl_get(self.gateway_ns, "net.ipv6.conf.all.forwarding")
         return {"mode": mode, "ip_forward": forward == "1" if forward else None,
                 "ingress_drop_packets": drops,
-                "vip_on_lo": any(a.get("local") == VIP for a in lo)}
+                "vip_on_lo": any(a.get("local") == VIP for a in lo),
+                "ipv6_forwarding": forward6 == "1" if forward6 else None,
+                "vip6_on_lo": any(a.get("local") == VIP6 for a in lo)}

@@ -80,13 +80,19 @@ def test_default_config_round_trips() -> None:
 
 def test_default_config_is_the_topology() -> None:
     cfg = default_config()
-    (web,) = cfg.services
+    web, web6 = cfg.services
     assert (web.vip, web.port, web.default_pool) == ("192.0.2.10", 80, "static")
     assert web.rules == (Rule(pool="api", path_prefix="/api/"),)
-    servers = [str(s) for p in cfg.pools.values() for s in p.servers]
-    assert sorted(servers) == ["203.0.113.11:80", "203.0.113.12:80", "203.0.113.13:80"]
+    assert (web6.vip, web6.port, web6.default_pool) == ("2001:db8::10", 80, "static6")
+    assert web6.rules == (Rule(pool="api6", path_prefix="/api/"),)
+    servers = {name: [str(s) for s in p.servers] for name, p in cfg.pools.items()}
+    assert servers == {"static": ["203.0.113.11:80", "203.0.113.12:80"],
+                       "api": ["203.0.113.13:80"],
+                       "static6": ["[2001:db8:2::11]:80", "[2001:db8:2::12]:80"],
+                       "api6": ["[2001:db8:2::13]:80"]}
     assert {p.method for p in cfg.pools.values()} == {"round_robin"}
     assert cfg.server_address == "203.0.113.1"
+    assert cfg.server_address6 == "2001:db8:2::1"
     assert cfg.isn_secret is None
 
 
