@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up fastpath-tcp in this checkout: system packages (apt, only what is missing: Python, and
-# the lab's iproute2/nftables/ethtool/curl), .venv, and an editable install with the dev extras.
+# the lab's iproute2/nftables/ethtool/curl, the conformance suite's tshark and the gateways under
+# test haproxy and nginx), .venv, and an editable install with the dev extras.
 # Idempotent: a second run changes nothing and is quick.
 # Meant for a fresh Debian 12 machine as root; works anywhere python3 >= 3.11 already exists.
 set -euo pipefail
@@ -13,7 +14,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
     for pkg in python3 python3-venv python3-pip iproute2 nftables ethtool curl tcpdump haproxy wrk graphviz \
-        fonts-dejavu-core; do
+        fonts-dejavu-core tshark nginx libnginx-mod-stream; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
             || missing+=("$pkg")
     done
@@ -21,9 +22,26 @@ fi
 if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]}; rerun as root or apt-get install them"
     say "installing ${missing[*]} with apt-get"
+    # noninteractive: tshark's debconf question (may non-root users capture?) keeps its default.
     export DEBIAN_FRONTEND=noninteractive
+    # A policy-rc.d that exits 101 keeps the packages' services (a system nginx on port 80 of
+    # the host) from starting; the conformance suite starts its own in a namespace. Ours is
+    # removed afterwards, also on failure; one that was already there is left alone.
+    policy=/usr/sbin/policy-rc.d
+    made_policy=
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# written by fastpath-tcp setup.sh during apt-get install\nexit 101\n' \
+            >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ -n $made_policy ]]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 else
     say "system packages: nothing to install"
 fi

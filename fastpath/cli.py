@@ -288,8 +288,14 @@ def _add_demo(sub: Subparsers) -> None:
     demo.add(sub)
 
 
+def _add_conformance(sub: Subparsers) -> None:
+    from fastpath import conformance_cmd
+
+    conformance_cmd.add(sub)
+
+
 SUBCOMMANDS: tuple[Callable[[Subparsers], None], ...] = (
-    _add_verify, _add_simulate, _add_lab, _add_docs, _add_gateway, _add_demo)
+    _add_verify, _add_simulate, _add_lab, _add_docs, _add_gateway, _add_demo, _add_conformance)
 """Every subcommand's parser builder, in ``--help`` order."""
 
 

@@ -9,6 +9,7 @@ arrival. The rules of ``tcp.py``'s header apply here too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from reference.gateway._congestion import Reno
 from reference.gateway._reassembly import Reassembly
 from reference.gateway._rto import RTO_MAX, RtoEstimator
 from spec.records import TCB, PacketBuffers
-from spec.segment import ACK, FIN, PSH, SYN, Segment
+from spec.segment import ACK, FIN, PSH, RST, SYN, Segment
 from spec.seq import seq_add, seq_diff, seq_le, seq_lt, seq_sub
 from spec.states import TcpEvent, TcpState, tcp_step
 
@@ -285,6 +286,17 @@ class Endpoint:
     def _ack(self, now: float) -> Segment:
         """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> (RFC 9293 §3.10.7.4)."""
         return self._make(self.tcb.snd_nxt, ACK, now=now)
+
+    def stamp(self, seg: Segment, now: float) -> Segment:
+        """A segment built outside this endpoint (the handoff's reply, spec.handoff C1.j) with
+        the timestamps it owes on every non-RST segment once they are negotiated (RFC 7323
+        §3.2); a peer may drop a segment without them."""
+        tcb = self.tcb
+        if not tcb.ts_enabled or seg.flags & RST:
+            return seg
+        tsval = tcb.ts_sent = self._tsval(now)
+        tsecr = tcb.ts_recent if tcb.ts_recent is not None else 0
+        return dataclasses.replace(seg, tsval=tsval, tsecr=tsecr)
 
     def _make(self, seq: int, flags: int, payload: bytes = b"", *, now: float) -> Segment:
         """Every outgoing segment: ACK field, window and timestamps filled in one place."""

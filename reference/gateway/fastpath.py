@@ -30,7 +30,7 @@ from spec.records import (
     SynOptions,
 )
 from spec.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
-from spec.seq import seq_add, seq_le
+from spec.seq import seq_add, seq_diff, seq_le, seq_lt
 from spec.states import Effect, FastPathEvent, FastPathState, Transition, fast_path_step
 
 if TYPE_CHECKING:
@@ -67,11 +67,28 @@ class FastSession:
     client_fin_acked: bool = False
     """The server acknowledged the client's FIN (its ACK reached the gateway)."""
     server_fin_acked: bool = False
+    client_rcv_nxt: int | None = None
+    """Client-leg RCV.NXT as the server last acknowledged it (its ACK, translated), and the
+    window it offered in bytes: together the range an RST from the client must fall in
+    (RFC 5961 §3); None until the server's first ACK is relayed."""
+    client_rcv_wnd: int = 0
+    client_snd_nxt: int | None = None
+    """Client-leg sequence number just past the last byte (or FIN) relayed to the client,
+    and the same on the server leg: where an RST of ours must sit to land in the peer's
+    window (RFC 9293 §3.10.7.1 checks RST sequence numbers; RFC 5961 §3 tightens it)."""
+    server_snd_nxt: int | None = None
     counted: bool = field(default=False)
 
     @property
     def state(self) -> FastPathState:
         return self.proxy.state  # type: ignore[no-any-return]
+
+
+def family_mss(mss: int, version: int) -> int:
+    """The configured MSS is for IPv4; an IPv6 header is 20 bytes longer (RFC 8200 vs RFC
+    791), so on the same links an IPv6 session announces 20 bytes less (RFC 9293 §3.7.1:
+    MSS = MTU - IP header - TCP header), or a peer trusting it sends frames over the MTU."""
+    return mss - 20 if version == 6 else mss
 
 
 def _syn_options(pkt: codec.Packet) -> SynOptions:
@@ -136,7 +153,7 @@ class FastPath:
         peer_mss = pkt.mss or translate.RFC9293_DEFAULT_MSS
         ws = pkt.wscale is not None
         ts = pkt.tsval is not None
-        neg = Negotiated(peer_mss=peer_mss, local_mss=cfg.mss,
+        neg = Negotiated(peer_mss=peer_mss, local_mss=family_mss(cfg.mss, pkt.version),
                          snd_wscale=min(pkt.wscale or 0, 14) if ws else 0,
                          rcv_wscale=cfg.window_scale if ws else 0,
                          sack=pkt.sack_permitted, timestamps=ts)
@@ -153,6 +170,12 @@ class FastPath:
 
     def from_client(self, s: FastSession, pkt: codec.Packet, buf: bytearray, now: float, *,
                     fragment: bool = False) -> list[Action]:
+        if pkt.flags & RST and not self._rst_in_window(s, pkt):
+            # RFC 5961 §3.2: an RST outside the window is dropped. Relaying it would end the
+            # gateway's session while the server, which ignores it, carries on; a blind
+            # attacker could then cut any spliced connection with a guessed RST.
+            self.gw.stats.drops["fast_path:rst_out_of_window"] += 1
+            return [Drop("client", "fast_path:rst_out_of_window")]
         ev, reason = self.client_event(s, pkt, fragment)
         return self.step(s, fast_path_step(s.state, ev), pkt, buf, now, reason, "client")
 
@@ -263,6 +286,19 @@ class FastPath:
             out.append(self._rst_server(s))
         return out  # RETIRE: nothing to send
 
+    @staticmethod
+    def _rst_in_window(s: FastSession, pkt: codec.Packet) -> bool:
+        """Whether a client RST falls in the receive window of whoever answers the client:
+        the server once it has acknowledged something through the splice, else the fast path
+        itself (RCV.NXT = IRS + 1, the window of its SYN/ACK)."""
+        c = s.proxy.client
+        if s.client_rcv_nxt is None:
+            left = seq_add(c.rcv_isn, 1)
+            span = SYN_WINDOW << c.negotiated.rcv_wscale
+        else:
+            left, span = s.client_rcv_nxt, s.client_rcv_wnd
+        return 0 <= seq_diff(pkt.seq, left) < max(span, 1)
+
     # ---- handshake with the client ----------------------------------------------------------
     def _note_client(self, s: FastSession, pkt: codec.Packet) -> None:
         c = s.proxy.client
@@ -286,7 +322,8 @@ class FastPath:
         self.gw.stats.resets_sent += 1
         return self.gw.emit("client", codec.build(
             version=s.version, src=s.vip[0], dst=s.client[0], sport=s.vip[1],
-            dport=s.client[1], seq=seq_add(c.snd_isn, 1), ack=0, flags=RST, window=0))
+            dport=s.client[1], seq=s.client_snd_nxt if s.client_snd_nxt is not None
+            else seq_add(c.snd_isn, 1), ack=0, flags=RST, window=0))
 
     def _rst_server(self, s: FastSession) -> Emit:
         srv = s.proxy.server
@@ -294,7 +331,8 @@ class FastPath:
         self.gw.stats.resets_sent += 1
         return self.gw.emit("server", codec.build(
             version=s.version, src=s.gw[0], dst=s.server[0], sport=s.gw[1],
-            dport=s.server[1], seq=seq_add(srv.snd_isn, 1), ack=0, flags=RST, window=0))
+            dport=s.server[1], seq=s.server_snd_nxt if s.server_snd_nxt is not None
+            else seq_add(srv.snd_isn, 1), ack=0, flags=RST, window=0))
 
     # ---- delayed binding: hold the request, open the server side ------------------------
     def _hold_and_open(self, s: FastSession, pkt: codec.Packet, now: float) -> list[Action]:
@@ -316,7 +354,7 @@ class FastPath:
             tuple=FourTuple(codec.addr_str(gw_addr), gw_port, server.address, server.port),
             snd_isn=self.gw.isn(gw_addr, gw_port, s.server[0], s.server[1], now),
             syn_options=SynOptions(
-                mss=translate.mss_clamp(n.peer_mss, self.cfg.mss),
+                mss=translate.mss_clamp(n.peer_mss, family_mss(self.cfg.mss, s.version)),
                 wscale=n.snd_wscale if p.client.syn_options.wscale is not None else None,
                 sack_permitted=n.sack, tsval=ts_now if n.timestamps else None),
             ts_sent=ts_now if n.timestamps else None)
@@ -376,6 +414,7 @@ class FastPath:
         for piece in _split(seg, _payload_room(sp.server_mss, seg)):
             out.append(self.gw.emit("server", self._build_server(s, piece)))
         self.gw.stats.bytes_client_to_server += len(held.payload)
+        s.server_snd_nxt = seq_add(seg.seq, len(held.payload))
         return out
 
     def _abandon(self, s: FastSession, why: str) -> list[Action]:
@@ -402,6 +441,9 @@ class FastPath:
                 seq_le(translate.seq_to_client(sp, s.server_fin_end), pkt.ack):
             s.server_fin_acked = True
         new_seq = translate.seq_to_server(sp, pkt.seq)
+        end = seq_add(new_seq, plen + (1 if pkt.flags & FIN else 0))
+        if s.server_snd_nxt is None or seq_lt(s.server_snd_nxt, end):
+            s.server_snd_nxt = end
         new_ack = translate.ack_to_server(sp, pkt.ack) if ack_flag else pkt.ack
         room = _payload_room(sp.server_mss, pkt)
         whole = plen > room and self.cfg.gso_output  # the driver cuts it (GSO)
@@ -446,6 +488,11 @@ class FastPath:
             s.client_fin_acked = True
         new_seq = translate.seq_to_client(sp, pkt.seq)
         new_ack = translate.ack_to_client(sp, pkt.ack) if pkt.flags & ACK else pkt.ack
+        end = seq_add(new_seq, plen + (1 if pkt.flags & FIN else 0))
+        if s.client_snd_nxt is None or seq_lt(s.client_snd_nxt, end):
+            s.client_snd_nxt = end
+        if pkt.flags & ACK:
+            s.client_rcv_nxt, s.client_rcv_wnd = new_ack, pkt.window << sp.server_snd_wscale
         room = _payload_room(sp.client_mss, pkt)
         whole = plen > room and self.cfg.gso_output  # the driver cuts it (GSO)
         if plen > room and not whole:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from reference.gateway import codec
 from reference.gateway.actions import Action, Drop
+from reference.gateway.fastpath import family_mss
 from reference.gateway.tcp import TcpConnection
 from spec import eligibility, handoff, translate
 from spec.eligibility import HandoffReason
@@ -82,7 +83,7 @@ class NormalPath:
         self.gw.adopt_normal(ns)
         self.gw.stats.handoffs[reason.name] += 1
         self.gw.stats.sessions_handed_off += 1
-        out: list[Action] = [self._to_client(ns, res.reply)]
+        out: list[Action] = [self._to_client(ns, conn.stamp(res.reply, now))]
         out += self.pump(ns, now)
         return out
 
@@ -200,7 +201,7 @@ class NormalPath:
         n = fs.proxy.client.negotiated
         conn, segs = TcpConnection.connect(
             iss=self.gw.isn(gw_addr, ns.gw_addr[1], ns.server_addr[0], ns.server_addr[1], now),
-            mss=translate.mss_clamp(n.peer_mss, self.cfg.mss),
+            mss=translate.mss_clamp(n.peer_mss, family_mss(self.cfg.mss, fs.version)),
             wscale=self.cfg.window_scale, sack_permitted=False,
             tsval=self.gw.ts_clock(now), now=now, buffer_bytes=self.cfg.buffer_bytes,
             rto_min=self.cfg.rto_min)

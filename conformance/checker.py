@@ -1,0 +1,378 @@
+"""The offline trace checker: two leg captures in, a verdict per connection and property out.
+
+``check_pcaps`` rebuilds every connection of each leg (``conformance.flows``), judges each
+with the registered per-leg properties (``conformance.leg_checks``), pairs client-leg and
+server-leg connections and runs the registered cross-leg judges (``conformance.cross_checks``,
+when that module is present), and optionally asks tshark for a second opinion. Judges are
+looked up in ``conformance.properties.PROPERTIES`` so a property id means one thing everywhere.
+
+Bad input never aborts a judgement that can still be made: a truncated capture is judged up
+to the cut, a missing server leg leaves the per-leg judgements, and every such limit is a
+note in the report.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.util
+import marshal
+import mmap
+import multiprocessing
+import os
+import pickle
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance import leg_checks
+from conformance.flows import Conn, Leg, pack_leg, read_leg, unpack_leg
+from conformance.properties import PROPERTIES, Capabilities, Context, Finding, by_scope
+
+RANK = {"pass": 0, "n/a": 0, "unknown": 1, "fail": 2}
+
+
+def _cross() -> Any:
+    """The cross-leg module, or None while it does not exist (per-leg checking only)."""
+    if importlib.util.find_spec("conformance.cross_checks") is None:
+        return None
+    return importlib.import_module("conformance.cross_checks")
+
+
+@dataclass
+class ConnResult:
+    """Per-leg findings of one connection."""
+
+    leg: str
+    number: int
+    name: str
+    first_frame: int
+    packets: int
+    findings: list[Finding]
+    problems: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"leg": self.leg, "number": self.number, "connection": self.name,
+                "first_frame": self.first_frame, "packets": self.packets,
+                "problems": self.problems, "findings": [f.as_json() for f in self.findings]}
+
+
+@dataclass
+class PairResult:
+    """Cross-leg findings of one client-leg/server-leg pair (either side may be missing)."""
+
+    name: str
+    how: str
+    client: int | None
+    server: int | None
+    path: str | None
+    findings: list[Finding]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"pair": self.name, "how": self.how, "client_conn": self.client,
+                "server_conn": self.server, "path": self.path,
+                "findings": [f.as_json() for f in self.findings]}
+
+
+@dataclass
+class CheckReport:
+    """Everything the checker concluded; ``ok`` when nothing failed."""
+
+    client_leg: str
+    server_leg: str | None
+    conns: list[ConnResult] = field(default_factory=list)
+    pairs: list[PairResult] = field(default_factory=list)
+    info: list[Finding] = field(default_factory=list)
+    """Informational findings (tshark's second opinion); never fail a check."""
+    notes: list[str] = field(default_factory=list)
+    packets: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    legs: dict[str, Leg] = field(default_factory=dict, repr=False)
+
+    def findings(self) -> Iterator[Finding]:
+        """Every per-leg and cross-leg finding (not the informational ones)."""
+        for c in self.conns:
+            yield from c.findings
+        for p in self.pairs:
+            yield from p.findings
+
+    def path_classes(self) -> list[str]:
+        """The path class of every paired connection that relayed bytes."""
+        return [p.path for p in self.pairs if p.path and p.path != "none"]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per property, how many connections got each verdict."""
+        out: dict[str, dict[str, int]] = {}
+        for f in self.findings():
+            d = out.setdefault(f.property, {"pass": 0, "fail": 0, "n/a": 0, "unknown": 0})
+            d[f.verdict] = d.get(f.verdict, 0) + 1
+        return out
+
+    def failures(self) -> list[tuple[str, Finding]]:
+        """(connection or pair name, finding) of every fail."""
+        out = [(f"{c.leg} #{c.number} {c.name}", f) for c in self.conns for f in c.findings
+               if f.verdict == "fail"]
+        out += [(p.name, f) for p in self.pairs for f in p.findings if f.verdict == "fail"]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.verdict == "fail" for f in self.findings())
+
+    def as_json(self) -> dict[str, Any]:
+        return {"client_leg": self.client_leg, "server_leg": self.server_leg, "ok": self.ok,
+                "packets": self.packets, "seconds": round(self.seconds, 3),
+                "counts": self.counts(), "notes": self.notes,
+                "connections": [c.as_json() for c in self.conns],
+                "pairs": [p.as_json() for p in self.pairs],
+                "info": [f.as_json() for f in self.info]}
+
+    def render(self, *, max_failures: int = 30) -> str:
+        """A text table: per property the verdict counts, then failures and notes."""
+        legs = f"client leg {self.client_leg}" + (
+            f", server leg {self.server_leg}" if self.server_leg else " (no server leg)")
+        npk = ", ".join(f"{k} {v}" for k, v in self.packets.items())
+        lines = [f"{legs}", f"packets: {npk}; connections: "
+                 + ", ".join(f"{leg} {sum(1 for c in self.conns if c.leg == leg)}"
+                             for leg in self.packets) + f"; pairs: {len(self.pairs)}"
+                 + f"; {self.seconds:.2f} s", ""]
+        counts = self.counts()
+        width = max([len(k) for k in counts] + [8])
+        lines.append(f"{'property':<{width}}  {'pass':>6} {'fail':>6} {'n/a':>6} "
+                     f"{'unknown':>7}  verdict")
+        for pid in sorted(counts, key=_order):
+            d = counts[pid]
+            worst = "FAIL" if d["fail"] else "unknown" if d["unknown"] and not d["pass"] \
+                else "pass" if d["pass"] else "n/a"
+            lines.append(f"{pid:<{width}}  {d['pass']:>6} {d['fail']:>6} {d['n/a']:>6} "
+                         f"{d['unknown']:>7}  {worst}")
+        paths = self.path_classes()
+        if paths:
+            summary = {p: paths.count(p) for p in sorted(set(paths))}
+            lines += ["", "paths: " + ", ".join(f"{k} {v}" for k, v in summary.items())]
+        fails = self.failures()
+        if fails:
+            lines += ["", f"failures ({len(fails)}):"]
+            for name, f in fails[:max_failures]:
+                lines.append(f"  {f.property} {name}: {f.detail}")
+            if len(fails) > max_failures:
+                lines.append(f"  ... {len(fails) - max_failures} more")
+        for f in self.info:
+            lines += ["", f"{f.property}: {f.verdict}: {f.detail}"]
+        if self.notes:
+            lines += ["", "notes:"] + [f"  {n}" for n in self.notes]
+        lines += ["", "RESULT: " + ("pass" if self.ok else "FAIL")]
+        return "\n".join(lines)
+
+
+def _order(pid: str) -> tuple[int, int, str]:
+    ids = list(PROPERTIES)
+    return (0 if pid.startswith("leg.") else 1, ids.index(pid) if pid in ids else 999, pid)
+
+
+def _context(policy: Any, capabilities: Capabilities | None, kind: str | None) -> Context:
+    if isinstance(policy, str | Path):
+        from conformance.policy import load_policy  # type: ignore[import-not-found]
+        policy = load_policy(Path(policy), l7=capabilities.l7 if capabilities else True)
+    if capabilities is None and kind is not None:
+        from conformance.properties import KINDS
+        capabilities = KINDS.get(kind)
+    return Context(policy=policy, capabilities=capabilities or Capabilities(), kind=kind)
+
+
+def judge_leg(leg: Leg, ctx: Context) -> list[ConnResult]:
+    """Per-leg findings of every connection of ``leg`` (registered leg properties)."""
+    props = by_scope("leg")
+    out = []
+    for c in leg.conns:
+        findings = [p.judge(c, ctx) for p in props]
+        for f in findings:
+            if f.packets:
+                f.packets = tuple((leg.leg, i) for _, i in f.packets)
+        out.append(ConnResult(leg.leg, c.number, c.name, c.first_frame(), len(c.segs),
+                              findings, list(c.problems)))
+    return out
+
+
+def check_leg(path: str | Path, leg: str = "client", *, policy: Any = None,
+              capabilities: Capabilities | None = None, kind: str | None = None) -> CheckReport:
+    """Per-leg judgement of one capture."""
+    t0 = time.perf_counter()
+    ctx = _context(policy, capabilities, kind)
+    lg = read_leg(path, leg)
+    rep = CheckReport(str(path) if leg == "client" else "", None)
+    if leg != "client":
+        rep.client_leg, rep.server_leg = "", str(path)
+    rep.legs[leg] = lg
+    rep.packets[leg] = lg.packets
+    rep.notes += lg.notes
+    rep.conns = judge_leg(lg, ctx)
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+PARALLEL_BYTES = 64 << 20
+"""With ``workers=None``, captures this large (both legs together) get a second process."""
+
+
+def check_pcaps(client_leg: str | Path, server_leg: str | Path | None = None,
+                policy: Any = None, capabilities: Capabilities | None = None, *,
+                kind: str | None = None, tshark: bool = False,
+                workers: int | None = None) -> CheckReport:
+    """Judge a client-leg capture and (if given) the server-leg capture of the same run.
+
+    ``policy`` is a ``conformance.policy`` object or a path to its TOML file; without a
+    server leg only the per-leg properties are judged (noted in the report). ``tshark``
+    adds tshark's TCP expert analysis as an informational second opinion.
+
+    ``workers=2`` reads and judges the server leg in a forked process while this one does
+    the client leg (same findings, about half the wall time on two cores); ``1`` stays in
+    one process; ``None`` picks 2 for large captures when there are two cores and ``fork``.
+    """
+    was = gc.isenabled()
+    gc.disable()  # millions of long-lived objects: cyclic GC would rescan them all, often
+    try:
+        return _check_pcaps(client_leg, server_leg, policy, capabilities, kind, tshark,
+                            _workers(workers, client_leg, server_leg))
+    finally:
+        if was:
+            gc.enable()
+
+
+def _workers(workers: int | None, client_leg: str | Path, server_leg: str | Path | None) -> int:
+    if server_leg is None or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    if workers is not None:
+        return max(1, min(workers, 2))
+    if (os.cpu_count() or 1) < 2:
+        return 1
+    try:
+        size = os.path.getsize(client_leg) + os.path.getsize(server_leg)
+    except OSError:
+        return 1
+    return 2 if size >= PARALLEL_BYTES else 1
+
+
+def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: Any,
+                 capabilities: Capabilities | None, kind: str | None,
+                 tshark: bool, workers: int = 1) -> CheckReport:
+    t0 = time.perf_counter()
+    ctx = _context(policy, capabilities, kind)
+    rep = CheckReport(str(client_leg), str(server_leg) if server_leg is not None else None)
+    if server_leg is not None and workers > 1:
+        legs, results = _read_and_judge_in_two(client_leg, server_leg, ctx)
+    else:
+        legs = {"client": read_leg(client_leg, "client")}
+        if server_leg is not None:
+            legs["server"] = read_leg(server_leg, "server")
+        results = {name: judge_leg(lg, ctx) for name, lg in legs.items()}
+    rep.legs = legs
+    for name, lg in legs.items():
+        rep.packets[name] = lg.packets
+        rep.notes += lg.notes
+        rep.conns += results[name]
+    cross = _cross()
+    pairs: list[Any] = []
+    if server_leg is None:
+        rep.notes.append("no server leg: only per-leg properties judged")
+    elif cross is None:
+        rep.notes.append("cross-leg judges not available (conformance.cross_checks missing): "
+                         "only per-leg properties judged")
+    else:
+        pairs = cross.pair(legs["client"], legs["server"], ctx)
+        props = by_scope("cross")
+        classify = getattr(cross, "classify", None)
+        for p in pairs:
+            findings = [prop.judge(p, ctx) for prop in props]
+            path = _path_from(findings)
+            if path is None and classify is not None:
+                path = classify(p, ctx.capabilities)
+            rep.pairs.append(PairResult(p.name, getattr(p, "how", ""), _num(p.client),
+                                        _num(p.server), path, findings))
+    if tshark:
+        from conformance import tshark as ts
+        rep.info.append(ts.second_opinion(legs, pairs))
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def _read_and_judge_in_two(client_leg: str | Path, server_leg: str | Path,
+                           ctx: Context) -> tuple[dict[str, Leg], dict[str, list[ConnResult]]]:
+    """Both legs read and judged at once: the server leg in a forked child, which sends it
+    back packed (``flows.pack_leg``: columns, bytes through shared memory) with its
+    per-leg findings, because pickling half a million segments would cost more than
+    reading them."""
+    size = os.path.getsize(server_leg)
+    shared = mmap.mmap(-1, max(2 * size, mmap.PAGESIZE))  # payloads and streams fit twice
+    fork = multiprocessing.get_context("fork")
+    receive, send = fork.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            lg = read_leg(server_leg, "server")
+            results = [(r.leg, r.number, r.name, r.first_frame, r.packets, r.problems,
+                        [(f.property, f.verdict, f.detail, f.packets) for f in r.findings])
+                       for r in judge_leg(lg, ctx)]
+            send.send_bytes(b"ok" + marshal.dumps((pack_leg(lg, shared), results)))
+        except BaseException as e:  # every failure goes back to the parent, raised there
+            try:
+                blob = pickle.dumps(e)
+            except Exception:  # an exception that does not pickle: keep its text
+                blob = pickle.dumps(RuntimeError(f"{server_leg}: {type(e).__name__}: {e}"))
+            send.send_bytes(b"er" + blob)
+        finally:
+            send.close()
+
+    proc = fork.Process(target=child, name="checker-server-leg", daemon=True)
+    proc.start()
+    send.close()
+    try:
+        client = read_leg(client_leg, "client")
+        client_results = judge_leg(client, ctx)
+        try:
+            msg = receive.recv_bytes()
+        except EOFError:
+            raise RuntimeError(f"the process reading {server_leg} died (exit code "
+                               f"{proc.exitcode})") from None
+        if msg[:2] != b"ok":
+            raise pickle.loads(msg[2:])
+        packed, results = marshal.loads(msg[2:])
+        server = unpack_leg(packed, shared)
+    finally:
+        receive.close()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        shared.close()
+    server_results = []
+    for conn, (leg, number, name, first, packets, problems, found) in zip(
+            server.conns, results, strict=True):
+        findings = [Finding(*f) for f in found]
+        conn.judged = {f.property: f for f in findings}
+        server_results.append(ConnResult(leg, number, name, first, packets, findings,
+                                         problems))
+    return {"client": client, "server": server}, {"client": client_results,
+                                                  "server": server_results}
+
+
+def _path_from(findings: list[Finding]) -> str | None:
+    """The class the cross.path judge already found ("spliced: ..."), not computed twice."""
+    for f in findings:
+        if f.property == "cross.path":
+            if f.verdict == "n/a":
+                return "none"
+            head = f.detail.split(":", 1)[0]
+            if head in ("spliced", "proxied", "handed-off"):
+                return head
+    return None
+
+
+def _num(c: Conn | None) -> int | None:
+    return c.number if c is not None else None
+
+
+__all__ = ["CheckReport", "ConnResult", "PairResult", "check_leg", "check_pcaps", "judge_leg",
+           "leg_checks"]

@@ -1,0 +1,822 @@
+"""Decode captured frames to TCP segments and rebuild the connections of one leg.
+
+The data model (``Seg``, ``Conn``, ``Leg``) is what every judge reads, per leg and across
+legs. Decoding is a lean ``struct`` path of its own rather than ``reference.gateway.codec``:
+the codec builds a 30-field ``Packet`` with rewrite offsets and raises on anything a gateway
+must drop, while a checker has to keep going on bad frames and say which they were (and
+runs over a million of them; see ``bench/bench_checker.py``).
+
+Streams are indexed by relative offset: offset 0 is the byte at ISN+1 (or, when the SYN was
+not captured, at the first sequence number seen in that direction). Bytes the capture never
+saw are zero-filled and listed in ``gaps_*`` so offsets stay true; overlapping copies that
+disagree are listed in ``conflicts`` (a violation the ``leg.seq`` judge reports).
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import marshal
+import mmap
+import socket
+import struct
+from dataclasses import dataclass, field
+from itertools import accumulate, chain
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+from conformance.pcapio import Capture, open_capture
+
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+M32 = 0xFFFFFFFF
+HALF = 1 << 31
+MTU = 1500
+"""Frames whose IP length exceeds this are GSO/GRO super-frames (legal on veth captures)."""
+MAX_NOTES = 20
+"""Per-kind cap on per-frame notes, so a garbage capture does not flood the report."""
+
+
+@dataclass(slots=True)
+class Seg:
+    """One TCP segment as captured (an IP-fragmented one once reassembled)."""
+
+    index: int
+    time: float
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    payload: bytes
+    mss: int | None
+    wscale: int | None
+    sack_perm: bool
+    sack: tuple[tuple[int, int], ...]
+    ts: tuple[int, int] | None
+    unknown_options: tuple[int, ...]
+    checksum: str
+    """"ok", "bad", or "partial" (offloaded: the field holds the pseudo-header sum only);
+    "unverified" when the frame was cut by the snap length."""
+    ip_len: int
+    fragment: bool
+
+    @property
+    def seg_len(self) -> int:
+        """Sequence space the segment occupies (payload plus SYN and FIN)."""
+        return len(self.payload) + (self.flags & SYN and 1) + (self.flags & FIN)
+
+
+@dataclass
+class Conn:
+    """One TCP connection on one leg; the client is the side that sent the SYN (or, when the
+    handshake was not captured, the side with the higher port)."""
+
+    leg: str
+    client: tuple[str, int]
+    server: tuple[str, int]
+    segs: list[Seg] = field(default_factory=list)
+    from_client: bytearray = field(default_factory=bytearray)
+    """Parallel to ``segs``: 1 where the segment was sent by the client."""
+    isn_c: int | None = None
+    isn_s: int | None = None
+    syn_time: float | None = None
+    first_data_time: float | None = None
+    stream_c2s: bytes = b""
+    stream_s2c: bytes = b""
+    gaps_c2s: list[tuple[int, int]] = field(default_factory=list)
+    gaps_s2c: list[tuple[int, int]] = field(default_factory=list)
+    fin_c: Seg | None = None
+    fin_s: Seg | None = None
+    rst: list[Seg] = field(default_factory=list)
+    negotiated: dict[str, Any] = field(default_factory=dict)
+    """mss_c, mss_s (announced, None if absent), ws_c, ws_s (shift counts in effect: 0 unless
+    both sides sent window scale), sack, ts (both sides offered), wscale (in effect)."""
+    problems: list[str] = field(default_factory=list)
+    base_c2s: int | None = None
+    """Sequence number of stream offset 0 client->server (ISN+1 when the SYN was seen)."""
+    base_s2c: int | None = None
+    conflicts: list[tuple[str, int, int]] = field(default_factory=list)
+    """(direction "c2s"/"s2c", stream offset, frame) of retransmitted bytes that differ."""
+    handshake_captured: bool = False
+    """Both the SYN and the SYN-ACK were captured."""
+    number: int = 0
+    """1-based position of the connection on its leg (by first frame)."""
+    judged: dict[str, Any] | None = None
+    """Cache of the per-leg findings (``conformance.leg_checks``)."""
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Per-direction views the cross-leg judges derive once (``conformance.cross_checks``);
+    emptied by ``rebuild``."""
+
+    @property
+    def key(self) -> tuple[str, int, str, int]:
+        return (*self.client, *self.server)
+
+    @property
+    def name(self) -> str:
+        """``client:port > server:port`` (IPv6 addresses bracketed)."""
+        return f"{_hostport(*self.client)} > {_hostport(*self.server)}"
+
+    def directions(self) -> tuple[bool, bool]:
+        """(client->server seen, server->client seen)."""
+        fc = self.from_client
+        return 1 in fc, 0 in fc
+
+    def first_frame(self) -> int:
+        return self.segs[0].index if self.segs else 0
+
+
+@dataclass
+class Leg:
+    """All connections rebuilt from one capture file."""
+
+    path: Path
+    conns: list[Conn]
+    notes: list[str]
+    packets: int
+    leg: str = "client"
+    tcp_packets: int = 0
+    """Frames that decoded to TCP segments (fragments counted once reassembled)."""
+
+
+def _hostport(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+# ---- decoding ----------------------------------------------------------------------------
+
+_V4 = struct.Struct("!BxHHHBB2x4s4s")
+_V6 = struct.Struct("!4xHBB16s16s")
+_TCP = struct.Struct("!HHIIBBHH")
+_TS = struct.Struct("!II")
+_H = struct.Struct("!H")
+_NOP_NOP_TS = b"\x01\x01\x08\x0a"
+_FRAG_HDRS_V6 = (0, 43, 60)  # hop-by-hop, routing, destination options
+
+
+class _Decoder:
+    """Frames -> ``Seg``; keeps address caches, fragment buffers and per-kind notes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.addr: dict[bytes, tuple[str, int]] = {}
+        self.frags: dict[tuple[Any, ...], list[Any]] = {}
+        self.counts: dict[str, int] = {}
+        self.examples: dict[str, list[int]] = {}
+        self.non_tcp = 0
+
+    def note(self, kind: str, index: int) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        ex = self.examples.setdefault(kind, [])
+        if len(ex) < 5:
+            ex.append(index)
+
+    def notes(self) -> list[str]:
+        out = []
+        for kind, n in self.counts.items():
+            ex = ", ".join(map(str, self.examples[kind]))
+            more = ", ..." if n > len(self.examples[kind]) else ""
+            out.append(f"{self.path}: {n} frame(s) {kind} (packet {ex}{more})")
+        if self.frags:
+            idx = sorted(v[3] for v in self.frags.values())[:5]
+            out.append(f"{self.path}: {len(self.frags)} IP datagram(s) with missing fragments "
+                       f"(first fragment packet {', '.join(map(str, idx))}); not judged")
+        return out
+
+    def _a(self, raw: bytes) -> tuple[str, int]:
+        got = self.addr.get(raw)
+        if got is None:
+            fam = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+            got = self.addr[raw] = (socket.inet_ntop(fam, raw), int.from_bytes(raw, "big"))
+        return got
+
+    def frame(self, data: bytes, lt: int, off: int, end: int, orig: int, index: int,
+              t: float) -> Seg | None:
+        """Decode one frame at ``data[off:end]``; None for frames that are not TCP."""
+        if lt == 1:
+            if end - off < 14:
+                self.note("too short for Ethernet", index)
+                return None
+            etype = data[off + 12] << 8 | data[off + 13]
+            p = off + 14
+            while etype in (0x8100, 0x88A8) and p + 4 <= end:
+                etype = data[p + 2] << 8 | data[p + 3]
+                p += 4
+        elif lt == 113:
+            if end - off < 16:
+                self.note("too short for Linux cooked capture", index)
+                return None
+            etype = data[off + 14] << 8 | data[off + 15]
+            p = off + 16
+        elif lt == 276:
+            if end - off < 20:
+                self.note("too short for Linux cooked capture v2", index)
+                return None
+            etype = data[off] << 8 | data[off + 1]
+            p = off + 20
+        else:  # raw IP: 101, 12, 14, 228, 229
+            if end <= off:
+                self.note("empty", index)
+                return None
+            v = data[off] >> 4
+            etype = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+            p = off
+        snapped = orig > end - off
+        if etype == 0x0800:
+            return self._v4(data, p, end, index, t, snapped)
+        if etype == 0x86DD:
+            return self._v6(data, p, end, index, t, snapped)
+        self.non_tcp += 1
+        return None
+
+    def _v4(self, data: bytes, p: int, end: int, index: int, t: float,
+            snapped: bool) -> Seg | None:
+        if end - p < 20:
+            self.note("with a truncated IPv4 header", index)
+            return None
+        vihl, total, ipid, frag, _ttl, proto, src, dst = _V4.unpack_from(data, p)
+        if proto != 6:
+            self.non_tcp += 1
+            return None
+        ihl = (vihl & 0xF) * 4
+        if total == 0:  # TSO frame captured before segmentation with the length left 0
+            total = end - p
+        ipend = p + total
+        if ihl < 20 or total < ihl:
+            self.note("with a bad IPv4 header length", index)
+            return None
+        if ipend > end:
+            if not snapped:
+                self.note("shorter than their IPv4 total length", index)
+                return None
+            ipend = end
+        if frag & 0x3FFF:
+            return self._fragment((4, src, dst, ipid), (frag & 0x1FFF) * 8,
+                                  bool(frag & 0x2000), data[p + ihl:ipend], src, dst, index,
+                                  t, total)
+        return self._tcp(data, p + ihl, ipend, src, dst, index, t, total, False, snapped)
+
+    def _v6(self, data: bytes, p: int, end: int, index: int, t: float,
+            snapped: bool) -> Seg | None:
+        if end - p < 40:
+            self.note("with a truncated IPv6 header", index)
+            return None
+        plen, nh, _hl, src, dst = _V6.unpack_from(data, p)
+        total = 40 + plen if plen else end - p
+        ipend = p + total
+        if ipend > end:
+            if not snapped:
+                self.note("shorter than their IPv6 payload length", index)
+                return None
+            ipend = end
+        q = p + 40
+        while nh != 6:
+            if nh in _FRAG_HDRS_V6 and q + 8 <= ipend:
+                nh, q = data[q], q + (data[q + 1] + 1) * 8
+            elif nh == 44 and q + 8 <= ipend:
+                nh2, offm, ident = struct.unpack_from("!BxHI", data, q)
+                return self._fragment((6, src, dst, ident), offm & 0xFFF8, bool(offm & 1),
+                                      data[q + 8:ipend], src, dst, index, t, total,
+                                      nh2)
+            else:
+                self.non_tcp += 1
+                return None
+        return self._tcp(data, q, ipend, src, dst, index, t, total, False, snapped)
+
+    def _fragment(self, key: tuple[Any, ...], offset: int, more: bool, body: bytes,
+                  src: bytes, dst: bytes, index: int, t: float, total: int,
+                  nh: int = 6) -> Seg | None:
+        """Collect fragments; decode the datagram when every byte has arrived."""
+        entry = self.frags.get(key)
+        if entry is None:
+            entry = self.frags[key] = [{}, None, nh, index]  # pieces, length, proto, first
+        pieces, length = entry[0], entry[1]
+        if offset == 0:
+            entry[2] = nh
+        pieces[offset] = body
+        if not more:
+            length = entry[1] = offset + len(body)
+        if length is None:
+            return None
+        have = 0
+        for off in sorted(pieces):
+            if off > have:
+                return None
+            have = max(have, off + len(pieces[off]))
+        if have < length:
+            return None
+        del self.frags[key]
+        if entry[2] != 6:
+            self.non_tcp += 1
+            return None
+        buf = bytearray(length)
+        for off in sorted(pieces):
+            buf[off:off + len(pieces[off])] = pieces[off]
+        whole = bytes(buf[:length])
+        return self._tcp(whole, 0, length, src, dst, index, t, total, True, False)
+
+    def _tcp(self, data: bytes, t0: int, end: int, src: bytes, dst: bytes, index: int,
+             t: float, ip_len: int, fragment: bool, snapped: bool) -> Seg | None:
+        seglen = end - t0
+        if seglen < 20:
+            self.note("with a truncated TCP header", index)
+            return None
+        sport, dport, seq, ack, doff, flags, win, csum = _TCP.unpack_from(data, t0)
+        thl = (doff >> 4) * 4
+        if thl < 20 or thl > seglen:
+            self.note("with a bad TCP data offset", index)
+            return None
+        s_str, s_int = self._a(src)
+        d_str, d_int = self._a(dst)
+        mss = wscale = ts = None
+        sack_perm = False
+        sack: tuple[tuple[int, int], ...] = ()
+        unknown: tuple[int, ...] = ()
+        if thl == 32 and data[t0 + 20:t0 + 24] == _NOP_NOP_TS:
+            ts = _TS.unpack_from(data, t0 + 24)
+        elif thl > 20:
+            mss, wscale, sack_perm, sack, ts, unknown, bad = _options(data, t0 + 20, t0 + thl)
+            if bad:
+                self.note("with malformed TCP options", index)
+        if snapped:
+            checksum = "unverified"
+        else:
+            s = int.from_bytes(data[t0:end], "big")
+            if seglen & 1:
+                s <<= 8
+            if seglen > 200:
+                s = _shrink(s)
+            ps = s_int + d_int + 6 + seglen
+            if (s + ps) % 0xFFFF == 0:
+                checksum = "ok"
+            elif csum == (ps - 1) % 0xFFFF + 1:
+                checksum = "partial"
+            else:
+                checksum = "bad"
+        return Seg(index, t, s_str, d_str, sport, dport, seq, ack, flags, win,
+                   data[t0 + thl:end], mss, wscale, sack_perm, sack, ts, unknown, checksum,
+                   ip_len, fragment)
+
+
+_MASKS: dict[int, int] = {}
+
+
+def _shrink(n: int) -> int:
+    """A smaller integer congruent to ``n`` modulo 0xffff (and to its 16-bit word sum).
+
+    Python's ``%`` by a one-digit divisor walks every 30-bit digit with a hardware division;
+    folding halves at a multiple of 16 bits (2**16 == 1 mod 0xffff) costs two linear bit
+    operations instead, which halves the checksum time of a full-size segment.
+    """
+    b = n.bit_length()
+    while b > 512:
+        k = ((b >> 5) + 1) << 4
+        m = _MASKS.get(k)
+        if m is None:
+            m = _MASKS[k] = (1 << k) - 1
+        n = (n >> k) + (n & m)
+        b = n.bit_length()
+    return n
+
+
+def _options(data: bytes, p: int, end: int) -> tuple[Any, ...]:
+    """Parse TCP options; the last item says whether any was malformed."""
+    mss = wscale = ts = None
+    sack_perm = bad = False
+    sack: tuple[tuple[int, int], ...] = ()
+    unknown: list[int] = []
+    while p < end:
+        kind = data[p]
+        if kind == 0:
+            break
+        if kind == 1:
+            p += 1
+            continue
+        if p + 1 >= end:
+            bad = True
+            break
+        n = data[p + 1]
+        if n < 2 or p + n > end:
+            bad = True
+            break
+        if kind == 2 and n == 4:
+            mss = _H.unpack_from(data, p + 2)[0]
+        elif kind == 3 and n == 3:
+            wscale = data[p + 2]
+        elif kind == 4 and n == 2:
+            sack_perm = True
+        elif kind == 5 and n >= 10 and (n - 2) % 8 == 0:
+            v = struct.unpack_from(f"!{(n - 2) // 4}I", data, p + 2)
+            sack = tuple(zip(v[::2], v[1::2], strict=True))
+        elif kind == 8 and n == 10:
+            ts = _TS.unpack_from(data, p + 2)
+        elif kind in (2, 3, 4, 5, 8):
+            bad = True
+        else:
+            unknown.append(kind)
+        p += n
+    return mss, wscale, sack_perm, sack, ts, tuple(unknown), bad
+
+
+# ---- connections -------------------------------------------------------------------------
+
+def read_leg(path: str | Path, leg: str = "client") -> Leg:
+    """Decode ``path`` and rebuild its TCP connections; raises ``PcapError`` only for files
+    that cannot be read at all (everything else becomes a note)."""
+    cap = open_capture(path)
+    return leg_from_capture(cap, leg)
+
+
+def leg_from_capture(cap: Capture, leg: str) -> Leg:
+    """Rebuild the connections of an opened capture (see ``read_leg``)."""
+    was = gc.isenabled()
+    gc.disable()  # a million small objects make every generation-2 collection a full scan
+    try:
+        return _leg_from_capture(cap, leg)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _leg_from_capture(cap: Capture, leg: str) -> Leg:
+    dec = _Decoder(cap.path)
+    frame = dec.frame
+    data = cap.data
+    conns: list[Conn] = []
+    by_key: dict[tuple[str, int, str, int], tuple[Conn, int]] = {}
+    get = by_key.get
+    addr = dec.addr
+    v4 = _V4.unpack_from
+    tcph = _TCP.unpack_from
+    tsopt = _TS.unpack_from
+    from_bytes = int.from_bytes
+    nnts = _NOP_NOP_TS
+    tcp = 0
+    for index, t, lt, off, incl, orig in cap.records():
+        seg = None
+        # fast path: Ethernet, IPv4 without options or fragmentation, whole frame captured
+        if lt == 1 and data[off + 12] == 8 and data[off + 13] == 0 and incl == orig \
+                and incl >= 54:
+            p = off + 14
+            vihl, total, _id, frag, _ttl, proto, src, dst = v4(data, p)
+            if vihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40 \
+                    and p + total <= off + incl:
+                t0 = p + 20
+                end = p + total
+                sport, dport, seq, ack, doff, flags, win, csum = tcph(data, t0)
+                thl = (doff >> 4) * 4
+                if 20 <= thl <= total - 20:
+                    sa = addr.get(src) or dec._a(src)
+                    da = addr.get(dst) or dec._a(dst)
+                    mss = wscale = ts = None
+                    sack_perm = False
+                    sack = ()
+                    unknown = ()
+                    if thl == 32 and data[t0 + 20:t0 + 24] == nnts:
+                        ts = tsopt(data, t0 + 24)
+                    elif thl > 20:
+                        mss, wscale, sack_perm, sack, ts, unknown, bad = _options(
+                            data, t0 + 20, t0 + thl)
+                        if bad:
+                            dec.note("with malformed TCP options", index)
+                    payload = data[t0 + thl:end]
+                    seglen = total - 20
+                    if payload:
+                        n = from_bytes(payload, "big")
+                        if seglen & 1:
+                            n <<= 8
+                        if len(payload) > 200:
+                            n = _shrink(n)
+                        n += from_bytes(data[t0:t0 + thl], "big")
+                    else:
+                        n = from_bytes(data[t0:end], "big")
+                    ps = sa[1] + da[1] + 6 + seglen
+                    if (n + ps) % 0xFFFF == 0:
+                        checksum = "ok"
+                    elif csum == (ps - 1) % 0xFFFF + 1:
+                        checksum = "partial"
+                    else:
+                        checksum = "bad"
+                    seg = Seg(index, t, sa[0], da[0], sport, dport, seq, ack, flags, win,
+                              payload, mss, wscale, sack_perm, sack, ts, unknown, checksum,
+                              total, False)
+        if seg is None:
+            seg = frame(data, lt, off, off + incl, orig, index, t)
+            if seg is None:
+                continue
+        tcp += 1
+        hit = get((seg.src, seg.sport, seg.dst, seg.dport))
+        if hit is not None and not seg.flags & SYN:
+            c, d = hit
+            c.segs.append(seg)
+            c.from_client.append(d)
+            continue
+        _place(seg, hit, conns, by_key, leg)
+    notes = list(cap.notes) + dec.notes()
+    if dec.non_tcp:
+        notes.append(f"{cap.path}: {dec.non_tcp} frame(s) not TCP (ignored)")
+    for i, c in enumerate(conns, 1):
+        c.number = i
+        rebuild(c)
+    one_way = sum(1 for c in conns if not all(c.directions()))
+    if one_way:
+        notes.append(f"{cap.path}: {one_way} connection(s) captured in one direction only")
+    return Leg(cap.path, conns, notes, cap.packets, leg, tcp)
+
+
+def _place(seg: Seg, hit: tuple[Conn, int] | None, conns: list[Conn],
+           by_key: dict[tuple[str, int, str, int], tuple[Conn, int]], leg: str) -> None:
+    """Attach a SYN or a segment of an unknown 4-tuple, starting a connection if needed."""
+    flags = seg.flags
+    if hit is not None:
+        c, d = hit
+        if not flags & SYN:
+            c.segs.append(seg)
+            c.from_client.append(d)
+            return
+        if flags & ACK:  # SYN-ACK: belongs to the open connection unless it is reversed
+            if not d:
+                c.segs.append(seg)
+                c.from_client.append(d)
+                return
+        elif d and c.isn_c == seg.seq:  # retransmitted SYN
+            c.segs.append(seg)
+            c.from_client.append(d)
+            return
+        elif d and c.isn_c is None and not any(c.from_client):
+            # only the server side was seen so far (its SYN-ACK or data): this SYN is ours
+            c.isn_c = seg.seq
+            c.segs.append(seg)
+            c.from_client.append(d)
+            return
+        if d and c.isn_c is not None and not _finished(c):
+            c.problems.append(f"a new SYN with another ISN (frame {seg.index}) started a new "
+                              "connection on this 4-tuple before this one had finished")
+    if flags & SYN and not flags & ACK:
+        client, server = (seg.src, seg.sport), (seg.dst, seg.dport)
+    elif flags & SYN:  # a SYN-ACK whose SYN was not captured
+        client, server = (seg.dst, seg.dport), (seg.src, seg.sport)
+    elif seg.sport > seg.dport or (seg.sport == seg.dport and seg.src < seg.dst):
+        client, server = (seg.src, seg.sport), (seg.dst, seg.dport)
+    else:
+        client, server = (seg.dst, seg.dport), (seg.src, seg.sport)
+    c = Conn(leg, client, server)
+    if flags & SYN and not flags & ACK:
+        c.isn_c = seg.seq
+    d = 1 if (seg.src, seg.sport) == client else 0
+    c.segs.append(seg)
+    c.from_client.append(d)
+    conns.append(c)
+    by_key[(*client, *server)] = (c, 1)
+    by_key[(*server, *client)] = (c, 0)
+
+
+def _finished(c: Conn) -> bool:
+    sides = set()
+    for s, d in zip(c.segs, c.from_client, strict=True):
+        if s.flags & RST:
+            return True
+        if s.flags & FIN:
+            sides.add(d)
+    return sides == {0, 1}
+
+
+def rebuild(c: Conn) -> None:
+    """Fill a connection's derived fields from its segments (one pass plus reassembly)."""
+    segs, dirs = c.segs, c.from_client
+    syn_c = syn_s = None
+    isn_s_values: set[int] = set()
+    first_seq: list[int | None] = [None, None]  # [s2c, c2s]
+    fin: list[Seg | None] = [None, None]
+    rst: list[Seg] = []
+    first_data = None
+    for i, s in enumerate(segs):
+        d = dirs[i]
+        f = s.flags
+        if f & SYN:
+            if d and not f & ACK:
+                if syn_c is None:
+                    syn_c = s
+            elif not d:
+                if syn_s is None:
+                    syn_s = s
+                isn_s_values.add(s.seq)
+        if first_seq[d] is None and not f & RST:
+            first_seq[d] = s.seq
+        if f & FIN and fin[d] is None:
+            fin[d] = s
+        if f & RST:
+            rst.append(s)
+        if first_data is None and s.payload:
+            first_data = s.time
+    c.syn_time = syn_c.time if syn_c else None
+    c.first_data_time = first_data
+    c.isn_c = syn_c.seq if syn_c else None
+    c.isn_s = syn_s.seq if syn_s else None
+    c.fin_c, c.fin_s = fin[1], fin[0]
+    c.rst = rst
+    c.handshake_captured = syn_c is not None and syn_s is not None
+    if not c.handshake_captured:
+        missing = "SYN and SYN-ACK" if syn_c is None and syn_s is None else \
+            "SYN" if syn_c is None else "SYN-ACK"
+        c.problems.append(f"handshake not captured ({missing} missing)")
+    seen_c, seen_s = 1 in dirs, 0 in dirs
+    if not seen_s:
+        c.problems.append("only client->server direction captured")
+    elif not seen_c:
+        c.problems.append("only server->client direction captured")
+    neg: dict[str, Any] = {}
+    neg["mss_c"] = syn_c.mss if syn_c else None
+    neg["mss_s"] = syn_s.mss if syn_s else None
+    if syn_c and syn_s:
+        ws = syn_c.wscale is not None and syn_s.wscale is not None
+        neg["wscale"] = ws
+        neg["ws_c"] = min(syn_c.wscale, 14) if ws else 0  # type: ignore[type-var]
+        neg["ws_s"] = min(syn_s.wscale, 14) if ws else 0  # type: ignore[type-var]
+        neg["sack"] = syn_c.sack_perm and syn_s.sack_perm
+        neg["ts"] = syn_c.ts is not None and syn_s.ts is not None
+    else:
+        neg.update(wscale=None, ws_c=None, ws_s=None, sack=None, ts=None)
+    c.negotiated = neg
+    # stream bases: ISN+1 when known, else derived from the peer's SYN-ACK, else first seq
+    base_c = (c.isn_c + 1) & M32 if c.isn_c is not None else \
+        syn_s.ack if syn_s is not None else first_seq[1]
+    base_s = (c.isn_s + 1) & M32 if c.isn_s is not None else first_seq[0]
+    c.base_c2s, c.base_s2c = base_c, base_s
+    c.conflicts = []
+    c.stream_c2s, c.gaps_c2s = _reassemble(c, 1, base_c, "c2s")
+    c.stream_s2c, c.gaps_s2c = _reassemble(c, 0, base_s, "s2c")
+    c.judged = None
+    c.cache = {}
+
+
+def _reassemble(c: Conn, want: int, base: int | None,
+                name: str) -> tuple[bytes, list[tuple[int, int]]]:
+    """One direction's byte stream by relative offset; records gaps and conflicting copies."""
+    if base is None:
+        return b"", []
+    buf = bytearray()
+    nxt = 0
+    pending: list[tuple[int, int, bytes]] = []  # heap of (offset, frame, bytes)
+    conflicts = c.conflicts
+    dirs = c.from_client
+    before = 0
+    for i, s in enumerate(c.segs):
+        p = s.payload
+        if not p or dirs[i] != want:
+            continue
+        rel = (s.seq + (1 if s.flags & SYN else 0) - base) & M32
+        if rel >= HALF:  # starts before offset 0
+            rel -= 1 << 32
+            if rel + len(p) <= 0:
+                before += 1
+                continue
+            p = p[-rel:]
+            rel = 0
+        n = len(p)
+        if rel == nxt:
+            buf += p
+            nxt += n
+        elif rel + n <= nxt:
+            if buf[rel:rel + n] != p:
+                conflicts.append((name, rel + _mismatch(buf, rel, p), s.index))
+            continue
+        elif rel < nxt:
+            k = nxt - rel
+            if buf[rel:nxt] != p[:k]:
+                conflicts.append((name, rel + _mismatch(buf, rel, p), s.index))
+            buf += p[k:]
+            nxt += n - k
+        else:
+            heapq.heappush(pending, (rel, s.index, p))
+            continue
+        while pending and pending[0][0] <= nxt:
+            nxt = _merge(buf, nxt, heapq.heappop(pending), conflicts, name)
+    gaps: list[tuple[int, int]] = []
+    while pending:
+        rel, idx, p = heapq.heappop(pending)
+        if rel > nxt:
+            gaps.append((nxt, rel))
+            buf += bytes(rel - nxt)
+            nxt = rel
+        nxt = _merge(buf, nxt, (rel, idx, p), conflicts, name)
+    if gaps:
+        total = sum(b - a for a, b in gaps)
+        c.problems.append(f"{name}: {len(gaps)} gap(s) of {total} byte(s) never captured "
+                          f"(first at offset {gaps[0][0]}); zero-filled")
+    if before:
+        c.problems.append(f"{name}: {before} segment(s) with data before the stream start")
+    return bytes(buf), gaps
+
+
+def _merge(buf: bytearray, nxt: int, item: tuple[int, int, bytes],
+           conflicts: list[tuple[str, int, int]], name: str) -> int:
+    rel, idx, p = item
+    n = len(p)
+    k = min(nxt - rel, n)
+    if buf[rel:rel + k] != p[:k]:
+        conflicts.append((name, rel + _mismatch(buf, rel, p), idx))
+    if rel + n > nxt:
+        buf += p[k:]
+        return rel + n
+    return nxt
+
+
+def _mismatch(buf: bytearray, rel: int, p: bytes) -> int:
+    """First offset (relative to ``rel``) where ``p`` differs from ``buf``."""
+    for i in range(min(len(p), len(buf) - rel)):
+        if buf[rel + i] != p[i]:
+            return i
+    return 0
+
+
+# ---- moving a leg between processes ------------------------------------------------------
+#
+# The checker may rebuild the server leg in a second process (``checker.check_pcaps``). A
+# pickled ``Leg`` would cost more than reading it again (half a million slotted objects),
+# so it travels as columns: one ``marshal`` blob of plain tuples, and the payload and stream
+# bytes concatenated in a shared anonymous ``mmap`` the parent created before forking.
+
+_SEG_FIELDS = ("index", "time", "seq", "ack", "flags", "window", "mss", "wscale",
+               "sack_perm", "sack", "ts", "unknown_options", "checksum", "ip_len", "fragment")
+_seg_row = attrgetter(*_SEG_FIELDS)
+_payload = attrgetter("payload")
+
+
+def pack_leg(leg: Leg, shared: mmap.mmap | None = None) -> bytes:
+    """``leg`` as a blob for ``unpack_leg``; bytes go into ``shared`` when they fit."""
+    segs = list(chain.from_iterable(c.segs for c in leg.conns))
+    payloads = list(map(_payload, segs))
+    streams = [x for c in leg.conns for x in (c.stream_c2s, c.stream_s2c)]
+    chunks = (b"".join(payloads), b"".join(streams))
+    where: list[Any] = []
+    pos = 0
+    for chunk in chunks:
+        if shared is not None and pos + len(chunk) <= len(shared):
+            shared[pos:pos + len(chunk)] = chunk
+            where.append((pos, len(chunk)))
+            pos += len(chunk)
+        else:
+            where.append(chunk)
+    conns = []
+    for c in leg.conns:
+        pos_of = {id(s): i for i, s in enumerate(c.segs)} if c.rst or c.fin_c or c.fin_s \
+            else {}
+        conns.append((
+            c.client, c.server, bytes(c.from_client), c.isn_c, c.isn_s, c.syn_time,
+            c.first_data_time, c.gaps_c2s, c.gaps_s2c,
+            None if c.fin_c is None else pos_of[id(c.fin_c)],
+            None if c.fin_s is None else pos_of[id(c.fin_s)],
+            [pos_of[id(r)] for r in c.rst], c.negotiated, c.problems, c.base_c2s, c.base_s2c,
+            c.conflicts, c.handshake_captured, c.number, len(c.stream_c2s),
+            len(c.stream_s2c)))
+    return marshal.dumps((str(leg.path), leg.notes, leg.packets, leg.leg, leg.tcp_packets,
+                          conns, list(map(_seg_row, segs)), list(map(len, payloads)), where))
+
+
+def unpack_leg(blob: bytes, shared: mmap.mmap | None = None) -> Leg:
+    """The ``Leg`` that ``pack_leg`` packed (in another process)."""
+    path, notes, packets, name, tcp, conns, rows, lengths, where = marshal.loads(blob)
+    payloads, streams = (shared[w[0]:w[0] + w[1]] if isinstance(w, tuple) else w  # type: ignore[index]
+                         for w in where)
+    ends = list(accumulate(lengths))
+    pay = list(map(payloads.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(_SEG_FIELDS)
+    (index, time_, seq, ack, flags, window, mss, wscale, sack_perm, sack, ts, unknown,
+     checksum, ip_len, fragment) = cols
+    out: list[Conn] = []
+    k = spos = 0
+    for (client, server, dirs, isn_c, isn_s, syn_time, first_data, gaps_c2s, gaps_s2c, fin_c,
+         fin_s, rst, negotiated, problems, base_c2s, base_s2c, conflicts, hs, number, n_c2s,
+         n_s2c) in conns:
+        n = len(dirs)
+        j = k + n
+        srcs = [client if d else server for d in dirs]
+        dsts = [server if d else client for d in dirs]
+        segs = list(map(Seg, index[k:j], time_[k:j], [a[0] for a in srcs],
+                        [a[0] for a in dsts], [a[1] for a in srcs], [a[1] for a in dsts],
+                        seq[k:j], ack[k:j], flags[k:j], window[k:j], pay[k:j], mss[k:j],
+                        wscale[k:j], sack_perm[k:j], sack[k:j], ts[k:j], unknown[k:j],
+                        checksum[k:j], ip_len[k:j], fragment[k:j]))
+        k = j
+        c = Conn(name, client, server, segs, bytearray(dirs), isn_c, isn_s, syn_time,
+                 first_data, streams[spos:spos + n_c2s],
+                 streams[spos + n_c2s:spos + n_c2s + n_s2c], gaps_c2s, gaps_s2c,
+                 None if fin_c is None else segs[fin_c], None if fin_s is None else segs[fin_s],
+                 [segs[i] for i in rst], negotiated, problems, base_c2s, base_s2c, conflicts,
+                 hs, number)
+        spos += n_c2s + n_s2c
+        out.append(c)
+    return Leg(Path(path), out, notes, packets, name, tcp)
+
+
+def stream_bytes(c: Conn, from_client: bool) -> bytes:
+    """The reassembled stream one side sent (client->server when ``from_client``)."""
+    return c.stream_c2s if from_client else c.stream_s2c
+
+
+__all__ = ["ACK", "FIN", "MTU", "RST", "SYN", "Conn", "Leg", "Seg", "leg_from_capture",
+           "pack_leg", "read_leg", "rebuild", "stream_bytes", "unpack_leg"]
