@@ -584,7 +584,13 @@ class HAProxyAdapter(ProcessAdapter):
         out += ["defaults", f"    mode {self.mode}", "    timeout connect 5s",
                "    timeout client 60s", "    timeout server 60s"]
         if self.mode == "http":
-            out += ["    timeout http-request 10s", "    timeout http-keep-alive 10s"]
+            # http-reuse never: while a scripted server plays, the lab drops every frame to
+            # the real servers, FINs of idle pooled connections included, so a reused
+            # connection may be dead without HAProxy knowing (a lab artefact, not a bug).
+            # abortonclose: a client that resets mid-exchange ends the server side too,
+            # instead of HAProxy waiting for the response (off by default).
+            out += ["    timeout http-request 10s", "    timeout http-keep-alive 10s",
+                    "    http-reuse never", "    option abortonclose"]
         backends: dict[str, list[str]] = {}
         for i, svc in enumerate(self._served()):
             out += [f"frontend fp_svc{i}", f"    bind {_hap_addr(svc.vip, svc.port)}"]
@@ -725,6 +731,10 @@ class NginxAdapter(ProcessAdapter):
                      "proxy_http_version 1.1;", "proxy_set_header Host $http_host;",
                      "proxy_set_header Connection $http_connection;",
                      "proxy_buffering off;", "proxy_request_buffering off;",
+                     # No retry on the next upstream: while a scripted server plays, the lab
+                     # hides the real servers, so a retry (which RFC 9110 §9.2.2 allows for
+                     # a GET) would hang instead of showing the reset the case is about.
+                     "proxy_next_upstream off;",
                      "proxy_connect_timeout 5s;"]
             names = {p: f"fp_pool_{j}" for j, p in enumerate(self.policy.pools)}
             for i, svc in enumerate(self._served()):
@@ -750,7 +760,9 @@ class NginxAdapter(ProcessAdapter):
             body += ["log_format fp '$remote_addr $remote_port $upstream_addr $status "
                      "$bytes_received $bytes_sent';",
                      f"access_log {path(self.access_log)} fp;", "proxy_connect_timeout 5s;",
-                     "proxy_timeout 60s;"]
+                     # Relay a FIN one way and keep the other direction open (RFC 9293
+                     # §3.6 half-close); by default nginx closes both on the first FIN.
+                     "proxy_timeout 60s;", "proxy_half_close on;"]
             for i, svc in enumerate(self._served()):
                 name = f"fp_all{i}"
                 upstreams[name] = self._upstream(name, _service_servers(self.policy, svc),
@@ -844,7 +856,8 @@ class NetfilterAdapter(Adapter):
     name = "netfilter"
     description = ("the kernel's SYNPROXY + DNAT: its own SYN-ACK, then a server connection "
                    "with sequence numbers translated by conntrack (seqadj)")
-    capabilities = Capabilities(l7=False, splices=True, delayed_binding=False)
+    capabilities = Capabilities(l7=False, splices=True, delayed_binding=False,
+                                opens_window=False)
     gateway_kernel = "routing"
     TABLE = "fastpath_conformance"
     SYSCTLS: ClassVar[dict[str, str]] = {"net.netfilter.nf_conntrack_tcp_loose": "0"}

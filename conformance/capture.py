@@ -11,10 +11,10 @@ Captures take full frames (``-s 0``), in immediate mode (without it, libpcap's T
 ring hands frames over a block at a time, and a short case can end before its first block
 retires: an empty pcap), written unbuffered (``-U``) so a case's last segments are on disk
 when tcpdump stops, and come out as classic pcap with Ethernet framing,
-which Wireshark opens as is. The runner turns the veth offloads off (see
-:mod:`conformance.runner`), so each captured frame is one wire segment with a complete
-checksum; captures taken elsewhere with offloads on may hold GSO super-frames and partial
-checksums, which the checker accepts.
+which Wireshark opens as is. The runner turns the veth segmentation offloads off
+(see :mod:`conformance.runner`), so each captured frame is one wire segment; frames a kernel
+sent may still carry a partial checksum (checksum offload), and captures taken elsewhere may
+hold GSO super-frames: the checker accepts both as legal on veth captures.
 """
 
 from __future__ import annotations

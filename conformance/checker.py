@@ -17,9 +17,7 @@ import gc
 import importlib
 import importlib.util
 import marshal
-import mmap
 import multiprocessing
-import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import leg_checks
-from conformance.flows import Conn, Leg, pack_leg, read_leg, unpack_leg
+from conformance.flows import Conn, Leg, read_leg
 from conformance.properties import PROPERTIES, Capabilities, Context, Finding, by_scope
 
 RANK = {"pass": 0, "n/a": 0, "unknown": 1, "fail": 2}
@@ -213,46 +211,35 @@ def check_leg(path: str | Path, leg: str = "client", *, policy: Any = None,
     return rep
 
 
-PARALLEL_BYTES = 64 << 20
-"""With ``workers=None``, captures this large (both legs together) get a second process."""
-
-
 def check_pcaps(client_leg: str | Path, server_leg: str | Path | None = None,
                 policy: Any = None, capabilities: Capabilities | None = None, *,
                 kind: str | None = None, tshark: bool = False,
-                workers: int | None = None) -> CheckReport:
+                workers: int = 1) -> CheckReport:
     """Judge a client-leg capture and (if given) the server-leg capture of the same run.
 
     ``policy`` is a ``conformance.policy`` object or a path to its TOML file; without a
     server leg only the per-leg properties are judged (noted in the report). ``tshark``
     adds tshark's TCP expert analysis as an informational second opinion.
 
-    ``workers=2`` reads and judges the server leg in a forked process while this one does
-    the client leg (same findings, about half the wall time on two cores); ``1`` stays in
-    one process; ``None`` picks 2 for large captures when there are two cores and ``fork``.
+    ``workers=2`` runs each leg's per-leg judges in a forked process while this one reads
+    the other leg and judges across legs: the same report, but copy-on-write page faults
+    and shipping the findings back eat most of the gain (see ``bench/bench_checker.py``),
+    so one process stays the default. Without ``fork`` it is one process anyway.
     """
     was = gc.isenabled()
     gc.disable()  # millions of long-lived objects: cyclic GC would rescan them all, often
     try:
         return _check_pcaps(client_leg, server_leg, policy, capabilities, kind, tshark,
-                            _workers(workers, client_leg, server_leg))
+                            _workers(workers))
     finally:
         if was:
             gc.enable()
 
 
-def _workers(workers: int | None, client_leg: str | Path, server_leg: str | Path | None) -> int:
-    if server_leg is None or "fork" not in multiprocessing.get_all_start_methods():
+def _workers(workers: int) -> int:
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    if workers is not None:
-        return max(1, min(workers, 2))
-    if (os.cpu_count() or 1) < 2:
-        return 1
-    try:
-        size = os.path.getsize(client_leg) + os.path.getsize(server_leg)
-    except OSError:
-        return 1
-    return 2 if size >= PARALLEL_BYTES else 1
+    return 2
 
 
 def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: Any,
@@ -261,18 +248,32 @@ def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: 
     t0 = time.perf_counter()
     ctx = _context(policy, capabilities, kind)
     rep = CheckReport(str(client_leg), str(server_leg) if server_leg is not None else None)
-    if server_leg is not None and workers > 1:
-        legs, results = _read_and_judge_in_two(client_leg, server_leg, ctx)
-    else:
-        legs = {"client": read_leg(client_leg, "client")}
-        if server_leg is not None:
-            legs["server"] = read_leg(server_leg, "server")
-        results = {name: judge_leg(lg, ctx) for name, lg in legs.items()}
+    children: list[_ChildJudge] = []
+    try:
+        return _check_into(rep, ctx, client_leg, server_leg, tshark, workers, children, t0)
+    finally:
+        for ch in children:
+            ch.close()
+
+
+def _check_into(rep: CheckReport, ctx: Context, client_leg: str | Path,
+                server_leg: str | Path | None, tshark: bool, workers: int,
+                children: list[_ChildJudge], t0: float) -> CheckReport:
+    # with two workers each leg's per-leg judges run in a child while this process reads
+    # the next leg, then pairs and judges across legs
+    legs = {"client": read_leg(client_leg, "client")}
+    if workers > 1:
+        children.append(_ChildJudge(legs["client"], ctx))
+    if server_leg is not None:
+        legs["server"] = read_leg(server_leg, "server")
+        if workers > 1:
+            children.append(_ChildJudge(legs["server"], ctx))
     rep.legs = legs
     for name, lg in legs.items():
         rep.packets[name] = lg.packets
         rep.notes += lg.notes
-        rep.conns += results[name]
+        if workers == 1:
+            rep.conns += judge_leg(lg, ctx)
     cross = _cross()
     pairs: list[Any] = []
     if server_leg is None:
@@ -291,6 +292,8 @@ def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: 
                 path = classify(p, ctx.capabilities)
             rep.pairs.append(PairResult(p.name, getattr(p, "how", ""), _num(p.client),
                                         _num(p.server), path, findings))
+    for ch in children:
+        rep.conns += ch.result()
     if tshark:
         from conformance import tshark as ts
         rep.info.append(ts.second_opinion(legs, pairs))
@@ -298,64 +301,65 @@ def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: 
     return rep
 
 
-def _read_and_judge_in_two(client_leg: str | Path, server_leg: str | Path,
-                           ctx: Context) -> tuple[dict[str, Leg], dict[str, list[ConnResult]]]:
-    """Both legs read and judged at once: the server leg in a forked child, which sends it
-    back packed (``flows.pack_leg``: columns, bytes through shared memory) with its
-    per-leg findings, because pickling half a million segments would cost more than
-    reading them."""
-    size = os.path.getsize(server_leg)
-    shared = mmap.mmap(-1, max(2 * size, mmap.PAGESIZE))  # payloads and streams fit twice
-    fork = multiprocessing.get_context("fork")
-    receive, send = fork.Pipe(duplex=False)
+class _ChildJudge:
+    """The per-leg judges of one rebuilt leg, run in a forked process.
 
-    def child() -> None:
-        try:
-            lg = read_leg(server_leg, "server")
-            results = [(r.leg, r.number, r.name, r.first_frame, r.packets, r.problems,
-                        [(f.property, f.verdict, f.detail, f.packets) for f in r.findings])
-                       for r in judge_leg(lg, ctx)]
-            send.send_bytes(b"ok" + marshal.dumps((pack_leg(lg, shared), results)))
-        except BaseException as e:  # every failure goes back to the parent, raised there
+    The fork inherits the leg (copy on write), so nothing big crosses between the processes:
+    only the findings come back, as plain tuples (``marshal``), while this process goes on
+    reading the other leg or judging across legs. Any failure in the child is raised here.
+    """
+
+    def __init__(self, leg: Leg, ctx: Context) -> None:
+        fork = multiprocessing.get_context("fork")
+        self._receive, send = fork.Pipe(duplex=False)
+        self.leg = leg
+
+        def child() -> None:
             try:
-                blob = pickle.dumps(e)
-            except Exception:  # an exception that does not pickle: keep its text
-                blob = pickle.dumps(RuntimeError(f"{server_leg}: {type(e).__name__}: {e}"))
-            send.send_bytes(b"er" + blob)
-        finally:
-            send.close()
+                out = [(r.problems, [(f.property, f.verdict, f.detail, f.packets)
+                                     for f in r.findings]) for r in judge_leg(leg, ctx)]
+                send.send_bytes(b"ok" + marshal.dumps(out))
+            except BaseException as e:  # every failure goes back, to be raised there
+                try:
+                    blob = pickle.dumps(e)
+                except Exception:  # an exception that does not pickle: keep its text
+                    blob = pickle.dumps(RuntimeError(f"{leg.path}: {type(e).__name__}: {e}"))
+                send.send_bytes(b"er" + blob)
+            finally:
+                send.close()
 
-    proc = fork.Process(target=child, name="checker-server-leg", daemon=True)
-    proc.start()
-    send.close()
-    try:
-        client = read_leg(client_leg, "client")
-        client_results = judge_leg(client, ctx)
+        self._proc = fork.Process(target=child, name=f"checker-{leg.leg}-leg", daemon=True)
+        self._proc.start()
+        send.close()
+
+    def result(self) -> list[ConnResult]:
+        """The leg's ``ConnResult`` list, as ``judge_leg`` would return it here."""
         try:
-            msg = receive.recv_bytes()
+            msg = self._receive.recv_bytes()
         except EOFError:
-            raise RuntimeError(f"the process reading {server_leg} died (exit code "
-                               f"{proc.exitcode})") from None
+            self._proc.join()
+            raise RuntimeError(f"the process judging {self.leg.path} died (exit code "
+                               f"{self._proc.exitcode})") from None
+        finally:
+            self.close(kill=False)
         if msg[:2] != b"ok":
             raise pickle.loads(msg[2:])
-        packed, results = marshal.loads(msg[2:])
-        server = unpack_leg(packed, shared)
-    finally:
-        receive.close()
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        shared.close()
-    server_results = []
-    for conn, (leg, number, name, first, packets, problems, found) in zip(
-            server.conns, results, strict=True):
-        findings = [Finding(*f) for f in found]
-        conn.judged = {f.property: f for f in findings}
-        server_results.append(ConnResult(leg, number, name, first, packets, findings,
-                                         problems))
-    return {"client": client, "server": server}, {"client": client_results,
-                                                  "server": server_results}
+        lg = self.leg
+        out = []
+        for c, (problems, found) in zip(lg.conns, marshal.loads(msg[2:]), strict=True):
+            findings = [Finding(*f) for f in found]
+            c.judged = {f.property: f for f in findings}
+            out.append(ConnResult(lg.leg, c.number, c.name, c.first_frame(), len(c.segs),
+                                  findings, problems))
+        return out
+
+    def close(self, kill: bool = True) -> None:
+        """Reap the child; with ``kill`` (its result no longer wanted) without waiting."""
+        self._receive.close()
+        self._proc.join(timeout=0 if kill else 10)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
 
 
 def _path_from(findings: list[Finding]) -> str | None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import attrgetter, not_
+from typing import Any
 
 from conformance.flows import ACK, FIN, RST, SYN, Conn, Leg, Seg
 from conformance.properties import Capabilities, Context, Finding, Property, register
@@ -54,6 +55,8 @@ class Pair:
     """The gateway refused the client's connection (RST to its SYN, or no SYN-ACK)."""
     cache: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     """Classifications already made (three judges need the path)."""
+    http: Any = None
+    """``http_cross.Exchanges`` when a full proxy's legs were paired by HTTP exchanges."""
 
     @property
     def name(self) -> str:
@@ -243,6 +246,9 @@ def pair(client_leg: Leg, server_leg: Leg, ctx: Context | None = None) -> list[P
     nothing but time and response (a gateway that rewrote or corrupted the request) are
     paired in a second pass so that the stream judges can say where the bytes differ.
     """
+    if ctx is not None and ctx.capabilities.l7 and not ctx.capabilities.splices:
+        from conformance import http_cross  # a full proxy: pair HTTP exchanges
+        return http_cross.pair_exchanges(client_leg, server_leg, ctx, pair)
     policy = ctx.policy if ctx is not None else None
     # connections to a virtual service; all of them if none is (a policy for another VIP
     # must not turn every server-leg connection into an orphan: cross.selection says why)
@@ -279,6 +285,8 @@ def pair(client_leg: Leg, server_leg: Leg, ctx: Context | None = None) -> list[P
         return [*buckets.values(), short]  # rare: a request shorter than KEY
 
     def fits(c: Conn, s: Conn, strict: bool) -> bool:
+        if (":" in c.client[0]) != (":" in s.client[0]):
+            return False  # another address family: not this client's server connection
         if not _prefix_compatible(c.stream_c2s, s.stream_c2s):
             return False
         if strict and not _prefix_compatible(c.stream_s2c, s.stream_s2c):
@@ -360,6 +368,11 @@ def _f(pid: str, verdict: str, detail: str,
 
 def judge_pairing(p: Pair, ctx: Context) -> Finding:
     pid = "cross.pairing"
+    if p.http is not None:
+        from conformance import http_cross
+        got = http_cross.judge_pairing(p, ctx)
+        if got is not None:
+            return got
     if p.client is None:
         s = p.server
         assert s is not None
@@ -447,11 +460,21 @@ def _judge_stream(p: Pair, c2s: bool) -> Finding:
 
 
 def judge_stream_c2s(p: Pair, ctx: Context) -> Finding:
-    return _judge_stream(p, True)
+    return _http_stream(p, ctx, True, _judge_stream(p, True))
 
 
 def judge_stream_s2c(p: Pair, ctx: Context) -> Finding:
-    return _judge_stream(p, False)
+    return _http_stream(p, ctx, False, _judge_stream(p, False))
+
+
+def _http_stream(p: Pair, ctx: Context, c2s: bool, byte: Finding) -> Finding:
+    """Byte identity is the rule; a full proxy's pair that fails it (or carries only some of
+    its connections' exchanges) is judged by HTTP equivalence instead."""
+    if byte.verdict == "fail" or (p.http is not None and byte.verdict == "pass"):
+        from conformance import http_cross
+        if http_cross.applies(p, ctx, classify):
+            return http_cross.judge_stream(p, c2s, byte)
+    return byte
 
 
 def judge_delayed_binding(p: Pair, ctx: Context) -> Finding:
@@ -462,6 +485,9 @@ def judge_delayed_binding(p: Pair, ctx: Context) -> Finding:
     if na:
         return na
     assert p.client is not None and p.server is not None
+    if p.http is not None and p.http.matched and p.http.matched[0][1] > 0:
+        return _f(pid, "n/a", f"{p.server.name} was opened for an earlier exchange and "
+                              "reused for this one (a proxy's connection pool)")
     syn = _syn(p.server)
     if syn is None:
         return _f(pid, "unknown", f"{p.server.name}: server-leg SYN not captured")
@@ -495,6 +521,9 @@ def judge_selection(p: Pair, ctx: Context) -> Finding:
     request = c.stream_c2s
     if c.gaps_c2s:
         request = request[:c.gaps_c2s[0][0]]
+    if p.http is not None and p.http.matched:  # the request this server was chosen for
+        from conformance import http_cross
+        request = request[http_cross.request_start(p):]
     if not policy.serves(vip, vport):
         return _f(pid, "fail", f"no virtual service on {vip}:{vport} in the policy, yet the "
                   f"gateway connected to {s.server[0]}:{s.server[1]}",
@@ -612,10 +641,38 @@ def classify(p: Pair, caps: Capabilities | None = None) -> str:
         p.cache["path"] = base
     if base == "proxied" and caps is not None and caps.splices:
         return "handed-off"
+    if base == "spliced" and caps is not None and not caps.splices and _not_a_splice(p):
+        return "proxied"
     return base
 
 
+def _not_a_splice(p: Pair) -> str:
+    """Why a pair that looks spliced is a proxy's, on a gateway that does not splice: it
+    acknowledged client data before the server did (a proxy ACKs what it buffers), or the
+    bytes changed on the way (a splice relays them as they are). Empty: neither."""
+    assert p.client is not None and p.server is not None
+    got = p.cache.get("not_a_splice")
+    if got is None:
+        got = ""
+        server_acks, best, k = _acks(p.server, True), 0, 0
+        for t, r, s in _acks(p.client, True):
+            while k < len(server_acks) and server_acks[k][0] <= t:
+                best = max(best, server_acks[k][1])
+                k += 1
+            if not s.flags & SYN and r > 0 and r > best:
+                got = (f"client-leg frame {s.index} acknowledges request offset {r} before "
+                       f"the server had ({best}): the gateway buffers")
+                break
+        if not got and not all(_prefix_compatible(_stream(p.client, d), _stream(p.server, d))
+                               for d in (True, False)):
+            got = "the bytes changed on the way: the gateway rewrites what it relays"
+        p.cache["not_a_splice"] = got
+    return got
+
+
 def _why_not_spliced(p: Pair) -> str:
+    if p.cache.get("not_a_splice"):
+        return p.cache["not_a_splice"]
     for d in (True, False):
         ok, why = _in_place(p, d)
         if not ok:
@@ -736,6 +793,10 @@ def judge_fin_rst(p: Pair, ctx: Context) -> Finding:
     if na:
         return na
     assert p.client is not None and p.server is not None
+    if p.http is not None or (ctx.capabilities.l7 and not ctx.capabilities.splices):
+        from conformance import http_cross  # a full proxy: judged by messages
+        if http_cross.requests(p.client).messages and http_cross.applies(p, ctx, classify):
+            return http_cross.judge_fin_rst(p, ctx)
     notes = []
     for c2s in (True, False):
         src, dst = (p.client, p.server) if c2s else (p.server, p.client)

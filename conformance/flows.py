@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import gc
 import heapq
-import marshal
-import mmap
 import socket
 import struct
 from dataclasses import dataclass, field
-from itertools import accumulate, chain
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +55,8 @@ class Seg:
     ts: tuple[int, int] | None
     unknown_options: tuple[int, ...]
     checksum: str
-    """"ok", "bad", or "partial" (offloaded: the field holds the pseudo-header sum only);
+    """"ok", "bad", "bad-ip" (the IPv4 header checksum is wrong), or "partial" (offloaded:
+    the field holds the pseudo-header sum only);
     "unverified" when the frame was cut by the snap length."""
     ip_len: int
     fragment: bool
@@ -253,6 +250,16 @@ class _Decoder:
                 self.note("shorter than their IPv4 total length", index)
                 return None
             ipend = end
+        if int.from_bytes(data[p:p + ihl], "big") % 0xFFFF:
+            # The IPv4 header checksum (RFC 791): a bad one makes the segment's checksum
+            # "bad-ip", judged by leg.checksum like a bad TCP checksum.
+            if frag & 0x3FFF:
+                self.note("IPv4 fragments with a bad header checksum (dropped)", index)
+                return None
+            seg = self._tcp(data, p + ihl, ipend, src, dst, index, t, total, False, snapped)
+            if seg is not None:
+                seg.checksum = "bad-ip"
+            return seg
         if frag & 0x3FFF:
             return self._fragment((4, src, dst, ipid), (frag & 0x1FFF) * 8,
                                   bool(frag & 0x2000), data[p + ihl:ipend], src, dst, index,
@@ -362,6 +369,7 @@ class _Decoder:
 
 
 _MASKS: dict[int, int] = {}
+_M6144, _M3072, _M1536 = (1 << 6144) - 1, (1 << 3072) - 1, (1 << 1536) - 1
 
 
 def _shrink(n: int) -> int:
@@ -369,9 +377,14 @@ def _shrink(n: int) -> int:
 
     Python's ``%`` by a one-digit divisor walks every 30-bit digit with a hardware division;
     folding halves at a multiple of 16 bits (2**16 == 1 mod 0xffff) costs two linear bit
-    operations instead, which halves the checksum time of a full-size segment.
+    operations instead, which halves the checksum time of a full-size segment. Segments up
+    to 1536 bytes (all but super-frames) take three fixed folds, without measuring.
     """
     b = n.bit_length()
+    if b <= 12288:
+        n = (n >> 6144) + (n & _M6144)
+        n = (n >> 3072) + (n & _M3072)
+        return (n >> 1536) + (n & _M1536)
     while b > 512:
         k = ((b >> 5) + 1) << 4
         m = _MASKS.get(k)
@@ -500,6 +513,8 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
                         checksum = "partial"
                     else:
                         checksum = "bad"
+                    if from_bytes(data[p:t0], "big") % 0xFFFF:
+                        checksum = "bad-ip"
                     seg = Seg(index, t, sa[0], da[0], sport, dport, seq, ack, flags, win,
                               payload, mss, wscale, sack_perm, sack, ts, unknown, checksum,
                               total, False)
@@ -733,90 +748,10 @@ def _mismatch(buf: bytearray, rel: int, p: bytes) -> int:
     return 0
 
 
-# ---- moving a leg between processes ------------------------------------------------------
-#
-# The checker may rebuild the server leg in a second process (``checker.check_pcaps``). A
-# pickled ``Leg`` would cost more than reading it again (half a million slotted objects),
-# so it travels as columns: one ``marshal`` blob of plain tuples, and the payload and stream
-# bytes concatenated in a shared anonymous ``mmap`` the parent created before forking.
-
-_SEG_FIELDS = ("index", "time", "seq", "ack", "flags", "window", "mss", "wscale",
-               "sack_perm", "sack", "ts", "unknown_options", "checksum", "ip_len", "fragment")
-_seg_row = attrgetter(*_SEG_FIELDS)
-_payload = attrgetter("payload")
-
-
-def pack_leg(leg: Leg, shared: mmap.mmap | None = None) -> bytes:
-    """``leg`` as a blob for ``unpack_leg``; bytes go into ``shared`` when they fit."""
-    segs = list(chain.from_iterable(c.segs for c in leg.conns))
-    payloads = list(map(_payload, segs))
-    streams = [x for c in leg.conns for x in (c.stream_c2s, c.stream_s2c)]
-    chunks = (b"".join(payloads), b"".join(streams))
-    where: list[Any] = []
-    pos = 0
-    for chunk in chunks:
-        if shared is not None and pos + len(chunk) <= len(shared):
-            shared[pos:pos + len(chunk)] = chunk
-            where.append((pos, len(chunk)))
-            pos += len(chunk)
-        else:
-            where.append(chunk)
-    conns = []
-    for c in leg.conns:
-        pos_of = {id(s): i for i, s in enumerate(c.segs)} if c.rst or c.fin_c or c.fin_s \
-            else {}
-        conns.append((
-            c.client, c.server, bytes(c.from_client), c.isn_c, c.isn_s, c.syn_time,
-            c.first_data_time, c.gaps_c2s, c.gaps_s2c,
-            None if c.fin_c is None else pos_of[id(c.fin_c)],
-            None if c.fin_s is None else pos_of[id(c.fin_s)],
-            [pos_of[id(r)] for r in c.rst], c.negotiated, c.problems, c.base_c2s, c.base_s2c,
-            c.conflicts, c.handshake_captured, c.number, len(c.stream_c2s),
-            len(c.stream_s2c)))
-    return marshal.dumps((str(leg.path), leg.notes, leg.packets, leg.leg, leg.tcp_packets,
-                          conns, list(map(_seg_row, segs)), list(map(len, payloads)), where))
-
-
-def unpack_leg(blob: bytes, shared: mmap.mmap | None = None) -> Leg:
-    """The ``Leg`` that ``pack_leg`` packed (in another process)."""
-    path, notes, packets, name, tcp, conns, rows, lengths, where = marshal.loads(blob)
-    payloads, streams = (shared[w[0]:w[0] + w[1]] if isinstance(w, tuple) else w  # type: ignore[index]
-                         for w in where)
-    ends = list(accumulate(lengths))
-    pay = list(map(payloads.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-    cols = list(zip(*rows, strict=True)) if rows else [()] * len(_SEG_FIELDS)
-    (index, time_, seq, ack, flags, window, mss, wscale, sack_perm, sack, ts, unknown,
-     checksum, ip_len, fragment) = cols
-    out: list[Conn] = []
-    k = spos = 0
-    for (client, server, dirs, isn_c, isn_s, syn_time, first_data, gaps_c2s, gaps_s2c, fin_c,
-         fin_s, rst, negotiated, problems, base_c2s, base_s2c, conflicts, hs, number, n_c2s,
-         n_s2c) in conns:
-        n = len(dirs)
-        j = k + n
-        srcs = [client if d else server for d in dirs]
-        dsts = [server if d else client for d in dirs]
-        segs = list(map(Seg, index[k:j], time_[k:j], [a[0] for a in srcs],
-                        [a[0] for a in dsts], [a[1] for a in srcs], [a[1] for a in dsts],
-                        seq[k:j], ack[k:j], flags[k:j], window[k:j], pay[k:j], mss[k:j],
-                        wscale[k:j], sack_perm[k:j], sack[k:j], ts[k:j], unknown[k:j],
-                        checksum[k:j], ip_len[k:j], fragment[k:j]))
-        k = j
-        c = Conn(name, client, server, segs, bytearray(dirs), isn_c, isn_s, syn_time,
-                 first_data, streams[spos:spos + n_c2s],
-                 streams[spos + n_c2s:spos + n_c2s + n_s2c], gaps_c2s, gaps_s2c,
-                 None if fin_c is None else segs[fin_c], None if fin_s is None else segs[fin_s],
-                 [segs[i] for i in rst], negotiated, problems, base_c2s, base_s2c, conflicts,
-                 hs, number)
-        spos += n_c2s + n_s2c
-        out.append(c)
-    return Leg(Path(path), out, notes, packets, name, tcp)
-
-
 def stream_bytes(c: Conn, from_client: bool) -> bytes:
     """The reassembled stream one side sent (client->server when ``from_client``)."""
     return c.stream_c2s if from_client else c.stream_s2c
 
 
 __all__ = ["ACK", "FIN", "MTU", "RST", "SYN", "Conn", "Leg", "Seg", "leg_from_capture",
-           "pack_leg", "read_leg", "rebuild", "stream_bytes", "unpack_leg"]
+           "read_leg", "rebuild", "stream_bytes"]

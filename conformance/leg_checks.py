@@ -86,7 +86,7 @@ def analyse(c: Conn) -> dict[str, Finding]:
     synack_isns: set[int] = set()
     client_acked_synack = False
     synack_seen = False
-    checks = {"partial": 0, "unverified": 0, "ok": 0, "bad": 0}
+    checks = {"partial": 0, "unverified": 0, "ok": 0, "bad": 0, "bad-ip": 0}
     oow_rsts: list[tuple[int, int, int]] = []  # (position, frame, sender d)
     ts_seen = False
     unknown_opts: set[int] = set()
@@ -200,8 +200,15 @@ def analyse(c: Conn) -> dict[str, Finding]:
             elif v != m:
                 h = hi[d]
                 a = ackmax[d]
-                newer = (h is not None and 0 < ((end - h) & M32) < HALF) or \
-                    (f & ACK and a is not None and 0 < ((ack - a) & M32) < HALF)
+                # Provably sent later, even across a reordering network: new data with an
+                # ACK no older than the newest seen, or a new ACK with data no older than
+                # the newest seen. (A relayed segment that a network reordered upstream of
+                # the capture is new in one of the two and older in the other.)
+                new_data = h is not None and 0 < ((end - h) & M32) < HALF
+                new_ack = bool(f & ACK) and a is not None and 0 < ((ack - a) & M32) < HALF
+                ack_not_older = not f & ACK or a is None or ((ack - a) & M32) < HALF
+                data_not_older = h is None or ((end - h) & M32) < HALF
+                newer = (new_data and ack_not_older) or (new_ack and data_not_older)
                 if newer:
                     bad["leg.ts_monotonic"].add(idx, f"{_side(d)} TSval {v} after {m} on a "
                                                      "segment with new data or a new ACK")
@@ -325,10 +332,13 @@ def _findings(c: Conn, bad: dict[str, _Evidence], unjudged: dict[str, int],
         out["leg.ts_monotonic"] = verdict("leg.ts_monotonic", "TSval never went back on new "
                                                               "data or ACKs")
     # checksum
-    for s in c.segs if checks["bad"] else ():
+    for s in c.segs if checks["bad"] or checks["bad-ip"] else ():
         if s.checksum == "bad":
             bad["leg.checksum"].add(s.index, f"TCP checksum wrong ({s.src}:{s.sport} > "
                                              f"{s.dst}:{s.dport})")
+        elif s.checksum == "bad-ip":
+            bad["leg.checksum"].add(s.index, f"IPv4 header checksum wrong ({s.src} > "
+                                             f"{s.dst})")
     total = len(c.segs)
     if bad["leg.checksum"].count:
         out["leg.checksum"] = fail("leg.checksum")
@@ -378,6 +388,21 @@ def _judge_oow(c: Conn, oow: list[tuple[int, int, int]], unjudged: int) -> Findi
         return Finding("leg.rst_window", "pass", f"{len(c.rst)} RST(s), all within the "
                        "receiver's window")
     segs, dirs = c.segs, c.from_client
+    # Once a side has sent an acceptable RST the connection is gone; the RSTs its kernel
+    # then sends for the peer's segments still in flight (RFC 9293 §3.10.7.1, CLOSED) are
+    # not judged against the old window, and the peer's silence is the first RST's doing.
+    # The same holds after the side's FIN: it has closed, its kernel answers what still
+    # arrives with RSTs at SEG.ACK, and the peer's silence may be the close's doing.
+    oow_pos = {pos for pos, _, _ in oow}
+    first_ok: dict[int, int] = {}
+    for j, sg in enumerate(segs):
+        if (sg.flags & RST and j not in oow_pos) or sg.flags & FIN:
+            first_ok.setdefault(dirs[j], j)
+    oow = [(pos, frame, d) for pos, frame, d in oow if pos < first_ok.get(d, len(segs))]
+    if not oow:
+        return Finding("leg.rst_window", "pass", f"{len(c.rst)} RST(s); those outside the "
+                       "window came after their sender's FIN or acceptable RST had ended "
+                       "the connection")
     fails, unknowns, ok = [], [], []
     for pos, frame, d in oow:
         receiver_continued = sender_continued = False
@@ -428,7 +453,7 @@ _TITLES = {
     "leg.options": ("Options used only as negotiated", ("RFC 9293 §3.2", "RFC 7323 §3.2",
                                                         "RFC 2018")),
     "leg.ts_monotonic": ("Timestamps monotonic", ("RFC 7323 §4.3",)),
-    "leg.checksum": ("TCP checksums valid (offloaded partial sums legal)",
+    "leg.checksum": ("IPv4 header and TCP checksums valid (offloaded partial sums legal)",
                      ("RFC 9293 §3.1",)),
     "leg.rst_window": ("Out-of-window RSTs do not end the connection", ("RFC 5961 §3",)),
     "leg.fin": ("No data after FIN; FIN acknowledged", ("RFC 9293 §3.6",)),

@@ -50,7 +50,7 @@ class MemoryRunner:
         assert isinstance(case.stimulus, Scripted)
         t0 = time.monotonic()
         channel = MemoryChannel(Gateway(self.policy.config))
-        outcome = play_scripted(case.stimulus, channel, family)
+        outcome = play_scripted(case.stimulus, channel, family, self.caps)
         stem = f"{case.id}-{case.name}-v{family}"
         client, server = pcap_dir / f"{stem}.client.pcap", pcap_dir / f"{stem}.server.pcap"
         _write_channel_pcaps(channel, client, server)

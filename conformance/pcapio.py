@@ -205,12 +205,22 @@ def _tsresol(data: bytes, order: str, off: int, end: int) -> float:
 
 
 def open_capture(path: str | Path) -> Capture:
-    """Load a pcap or pcapng file; raise ``PcapError`` if it is neither or cannot be decoded."""
+    """Load a pcap or pcapng file, plain or gzipped; raise ``PcapError`` if it is neither or
+    cannot be decoded."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise PcapError(path, None, f"cannot read: {e.strerror or e}") from None
+    if data[:2] == b"\x1f\x8b":  # gzip, as Wireshark also reads (the golden pcaps are)
+        import gzip
+        import zlib
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise PcapError(path, None, f"a gzip file that does not decompress ({e}); "
+                            f"recompress it or pass the plain capture") from None
     if len(data) < 4:
         raise PcapError(path, None, f"{len(data)} bytes: too short for a pcap or pcapng "
                         "header")

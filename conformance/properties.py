@@ -23,6 +23,10 @@ class Capabilities:
     l7: bool = True
     splices: bool = True
     delayed_binding: bool = True
+    opens_window: bool = True
+    """Its SYN-ACK offers a window, so a client may send right after the handshake. A SYN
+    proxy (netfilter's SYNPROXY) offers 0 until its own server connection is up, which a
+    scripted server, played step by step after the client's steps, can never bring up."""
 
 
 REFERENCE = Capabilities()
@@ -34,7 +38,8 @@ KINDS: dict[str, Capabilities] = {
     "nginx-http": Capabilities(l7=True, splices=False, delayed_binding=True),
     "haproxy-tcp": Capabilities(l7=False, splices=False, delayed_binding=False),
     "nginx-stream": Capabilities(l7=False, splices=False, delayed_binding=False),
-    "netfilter": Capabilities(l7=False, splices=True, delayed_binding=False),
+    "netfilter": Capabilities(l7=False, splices=True, delayed_binding=False,
+                              opens_window=False),
 }
 """Capabilities of the gateway kinds the suite has adapters for."""
 

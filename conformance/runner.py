@@ -2,7 +2,7 @@
 stimulus, trace check, verdict.
 
 One lab serves the whole run (impairment nodes in place, transparent until a case sets them;
-IPv6 on; veth offloads off, so captured frames are wire segments), one gateway instance
+IPv6 on; veth segmentation offloads off, so captured frames are wire segments), one gateway instance
 serves every case, and each case gets its own pair of captures, so a verdict is about that
 case's connections only and its pcaps can be opened on their own. The ``memory`` gateway
 runs the scripted cases against the reference core in memory (no root, no lab): the same
@@ -109,14 +109,21 @@ def judge_case(case: Case, family: int, outcome: Outcome, report: Any, caps: Cap
     return res
 
 
-def play_scripted(stim: Scripted, channel: Any, family: int) -> Outcome:
+def play_scripted(stim: Scripted, channel: Any, family: int,
+                  caps: Capabilities | None = None) -> Outcome:
     """Play a ready script of :mod:`conformance.script_library` on a channel; the script's
-    own expectations make the outcome, its packet log is kept for the report."""
+    own expectations make the outcome, its packet log is kept for the report. A full (L7)
+    proxy (``caps``: l7, no splicing) rewrites requests, so its scripted servers accept an
+    HTTP-equivalent request; every other gateway must deliver the client's exact bytes. Any
+    gateway that does not splice may end a connection with a FIN where a splice relays an
+    RST."""
     from conformance.script import play
     from conformance.script_library import READY
 
     script = READY[stim.factory](family=family, **stim.kwargs)
-    result = play(script, channel)
+    proxy = caps is not None and not caps.splices
+    result = play(script, channel, http_equivalent=proxy and caps is not None and caps.l7,
+                  proxy=proxy)
     return Outcome(result.ok, result.summary(), log=tuple(result.text().splitlines()[:400]))
 
 
@@ -124,6 +131,11 @@ def applies(case: Case, caps: Capabilities, family: int, families_ok: Sequence[i
     """Why the case does not apply to this gateway (empty: it does)."""
     if "l7" in case.needs and not caps.l7:
         return "needs routing on the request (l7); this gateway does not read requests"
+    if isinstance(case.stimulus, Scripted) and "server" in case.stimulus.plays \
+            and not caps.opens_window:
+        return ("a scripted server cannot be played against a gateway whose SYN-ACK "
+                "offers no window until its server side is up (a SYN proxy): the script "
+                "plays the client's steps first")
     if family not in case.families:
         return case.family_note or f"the case does not run on IPv{family}"
     if family not in families_ok:
@@ -171,10 +183,7 @@ class Runner:
         self.lab = Lab(self.opts.lab_name, gateway_kernel=self.adapter.gateway_kernel,
                        impair=True, ipv6=True)
         self.lab.up()
-        # Offloads off: every frame on a veth is then one wire segment with a full checksum,
-        # so the captures show what a real link would carry (a GSO super-frame of two
-        # 524-byte segments would otherwise look like one 1048-byte segment above a 536 MSS).
-        self.lab.set_offload(False)
+        segmentation_offloads_off(self.lab)
         self.progress(f"lab {self.lab.name} up in {time.monotonic() - t0:.1f} s; starting "
                       f"gateway {self.adapter.name}")
         t0 = time.monotonic()
@@ -227,7 +236,7 @@ class Runner:
         from conformance.script_channels import LabChannel
 
         with LabChannel(self.lab) as channel:
-            return play_scripted(stim, channel, family)
+            return play_scripted(stim, channel, family, self.caps)
 
     # ---- the whole run -------------------------------------------------------------------------
     def run(self, cases: Sequence[Case]) -> SuiteResult:
@@ -269,6 +278,19 @@ class Runner:
                 r.pcaps = {}
         else:
             suite.notes.append(f"pcaps of this run are kept in {self._tmp}")
+
+
+def segmentation_offloads_off(lab: Any) -> None:
+    """Scatter-gather, TSO and GSO off on every veth end: each captured frame is then one
+    wire segment, as a real link would carry it (a GSO super-frame of two 524-byte segments
+    would otherwise look like one 1048-byte segment above a 536-byte MSS). TX checksum
+    offload stays on: with it off, the kernel's SYNPROXY stops answering over IPv6 (seen on
+    this kernel), and partial checksums are legal on veth captures anyway."""
+    from reference.lab._system import need, ns_exec
+
+    need("ethtool")
+    for ns, ifname in lab.veth_ends():
+        ns_exec(ns, ["ethtool", "-K", ifname, "sg", "off", "tso", "off", "gso", "off"])
 
 
 def preflight() -> str:

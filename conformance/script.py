@@ -67,6 +67,10 @@ RECENT_PORTS = 200
 LINK_MTU = 1500
 
 
+WINDOW_WAIT = 3.0
+"""Seconds a scripted sender waits for a closed window to open before sending anyway."""
+
+
 class ScriptError(ValueError):
     """A script that cannot be built or run as written (not a gateway failure)."""
 
@@ -455,9 +459,14 @@ class _Peer:
         return self._add("expect_no_rst", run, seconds=seconds)
 
     def expect_rst(self, *, timeout: float = DEFAULT_TIMEOUT) -> _Peer:
-        """Wait for an RST (data arriving first is taken in)."""
+        """Wait for an RST (data arriving first is taken in). Through a gateway that does
+        not splice (``play(proxy=True)``) a FIN ends it too: a proxy terminates TCP and
+        closes each of its own connections its own way (after an error response, if any);
+        only a splice must relay the RST itself."""
         return self._add("expect_rst", lambda c, r: c.wait_for(
-            r, lambda: c.reset, "an RST", timeout, rst_expected=True), timeout=timeout)
+            r, lambda: c.reset or (r.proxy and c.fin_received),
+            "an RST" + (" or FIN" if r.proxy else ""), timeout,
+            rst_expected=True), timeout=timeout)
 
 
 class Client(_Peer):
@@ -510,6 +519,16 @@ class Server(_Peer):
         want = None if isinstance(data, int) else bytes(data)
         self._add("expect_data", lambda c, r: c.expect_data(r, n, want, timeout, rst_ok),
                   data=data, timeout=timeout)
+        return self
+
+    def expect_request(self, request: bytes, *, timeout: float = DEFAULT_TIMEOUT,
+                       rst_ok: bool = False) -> Server:
+        """Wait for the HTTP request the client sent (``request``), then ACK it: the exact
+        bytes on a gateway that relays bytes; on a full (L7) proxy, which rewrites heads
+        (``play(http_equivalent=True)``), a complete request HTTP-equivalent to it."""
+        want = bytes(request)
+        self._add("expect_request", lambda c, r: c.expect_request(r, want, timeout, rst_ok),
+                  data=want, timeout=timeout)
         return self
 
     def respond(self, body: bytes, *, close: bool = False) -> Server:
@@ -675,6 +694,9 @@ class _Conn:
     rcv_nxt: int = 0
     my_wscale: int = 0
     peer_wscale: int = 0
+    peer_right: int | None = None
+    """Right edge of the window the peer last offered (its ACK + scaled window): a
+    believable peer sends nothing beyond it (RFC 9293 §3.8.6)."""
     peer_mss: int = 536
     sack_ok: bool = False
     ts_ok: bool = False
@@ -755,6 +777,19 @@ class _Conn:
         base = seq_add(self.iss, 1)
         seq = self.snd_nxt if at is None else seq_add(base, at)
         end = seq_add(seq, len(data) + (1 if flags & FIN else 0))
+        if data and self.peer_right is not None \
+                and seq_lt(self.peer_right, seq_add(seq, len(data))):
+            # Data beyond the offered window: wait (bounded) for the peer to open
+            # it, as a real sender would; a SYN proxy, say, answers the handshake with a
+            # zero window until its server side is up. Then send regardless, noted.
+            need = seq_add(seq, len(data))
+            try:
+                self.wait_for(r, lambda: self.peer_right is not None
+                              and seq_le(need, self.peer_right),
+                              "the peer to open its window", WINDOW_WAIT)
+            except StepFailed:
+                r.note(f"{self.side} sent beyond the peer's window (right edge "
+                       f"{self.peer_right}, data up to {need}) after {WINDOW_WAIT:g} s")
         self.send_segment(r, flags, seq=seq, payload=data, window=window, options=options,
                           frag=frag)
         if seq_lt(self.snd_nxt, end):
@@ -802,6 +837,7 @@ class _Conn:
             self.sack_ok = self.sack_offer and p.sack_permitted
             self.peer_mss = p.mss or 536
             self.snd_una = p.ack
+            self.peer_right = seq_add(p.ack, p.window)  # never scaled in a SYN (RFC 7323)
             return True
         r.expect(self, take, "a SYN-ACK", timeout, handshake=True)
 
@@ -856,6 +892,10 @@ class _Conn:
             return 0  # a retransmitted SYN(-ACK): nothing new
         if p.flags & ACK and seq_lt(self.snd_una, p.ack) and seq_le(p.ack, self.snd_nxt):
             self.snd_una = p.ack
+        if p.flags & ACK and seq_le(self.snd_una, p.ack) and seq_le(p.ack, self.snd_nxt):
+            edge = seq_add(p.ack, p.window << self.peer_wscale)
+            if self.peer_right is None or seq_lt(self.peer_right, edge):
+                self.peer_right = edge
         if self.ts_ok and p.tsval is not None and seq_le(p.seq, self.rcv_nxt):
             self.ts_recent = p.tsval
         data = bytes(p.payload)
@@ -983,6 +1023,36 @@ class _Conn:
             raise StepFailed(f"data differs from the expected {n} bytes at byte {bad}: "
                              f"{got[max(0, bad - 8):bad + 16]!r}")
 
+    def expect_request(self, r: _Run, want: bytes, timeout: float, rst_ok: bool) -> None:
+        if not r.http_equivalent:
+            self.expect_data(r, len(want), want, timeout, rst_ok)
+            return
+        from conformance.http_exchanges import equivalent, parse_requests
+
+        sent = parse_requests(want).messages
+        if not sent or not sent[0].complete:
+            raise ScriptError(f"expect_request: {want[:40]!r} is not a complete HTTP request")
+        start = r.consumed.get(self.side, 0)
+
+        def first() -> object:
+            got = parse_requests(bytes(self.app[start:]))
+            if got.error:
+                raise StepFailed(f"not an HTTP request: {got.error}")
+            return got.messages[0] if got.messages and got.messages[0].complete else None
+
+        def take(p: codec.Packet) -> bool:
+            self.absorb(r, p)
+            return first() is not None
+        if first() is None:
+            r.expect(self, take, "a complete HTTP request", timeout, rst_ok=rst_ok)
+        msg = first()
+        assert msg is not None
+        r.consumed[self.side] = start + msg.end  # type: ignore[attr-defined]
+        self.send_segment(r, ACK)
+        v = equivalent(sent[0], msg)  # type: ignore[arg-type]
+        if not v.ok:
+            raise StepFailed(f"the request is not HTTP-equivalent to the one sent: {v.problem}")
+
     def respond(self, r: _Run, body: bytes, close: bool) -> None:
         ip_header = 20 if r.script.family == 4 else 40
         mss = min(self.peer_mss, LINK_MTU - ip_header - 20)  # an MSS may exceed the link
@@ -1005,8 +1075,14 @@ class _Conn:
 class _Run:
     """The state of one run: channel, seeded random source, bindings, both connections."""
 
-    def __init__(self, script: Script, channel: Channel) -> None:
+    def __init__(self, script: Script, channel: Channel, http_equivalent: bool = False,
+                 proxy: bool = False) -> None:
         self.script, self.channel = script, channel
+        self.http_equivalent = http_equivalent
+        """Accept an HTTP-equivalent request where the script expects one (a full proxy)."""
+        self.proxy = proxy
+        """The gateway terminates TCP (does not splice): a FIN may end what a splice ends
+        with a relayed RST."""
         self.addrs = channel.addresses(script.family)
         self.rng = random.Random(f"{script.name}/{script.seed}")
         self.bindings: dict[str, int] = {}
@@ -1057,6 +1133,13 @@ class _Run:
             if c.reset and not handshake:
                 if rst_expected:
                     return
+                if self.proxy and c.fin_sent and c.snd_una == c.snd_nxt:
+                    # Our side had finished and everything it sent was acknowledged: a proxy
+                    # may end its own connection with an RST then (RFC 9293 ABORT) and lose
+                    # nothing; the checker's cross.fin_rst still judges what was relayed.
+                    self.note(f"{c.side}: the gateway closed with an RST after this side "
+                              f"had finished, instead of a FIN (a proxy may)")
+                    return
                 if rst_ok:
                     first = self.last_text
                     self._other_side_reset(c, timeout)
@@ -1092,16 +1175,21 @@ class _Run:
                 and p.src == codec.addr_bytes(c.remote[0]))
 
 
-def play(script: Script, channel: Channel) -> ScriptResult:
+def play(script: Script, channel: Channel, *, http_equivalent: bool = False,
+         proxy: bool = False) -> ScriptResult:
     """Run ``script`` on ``channel``: every step in order until one fails; then record for
-    ``script.settle`` seconds more. Kernel suppression is undone whatever happens."""
+    ``script.settle`` seconds more. Kernel suppression is undone whatever happens.
+
+    ``http_equivalent``: the gateway is a full (L7) proxy that rewrites requests, so
+    ``expect_request`` accepts an HTTP-equivalent request, not only the exact bytes;
+    ``proxy``: the gateway does not splice, so ``expect_rst`` also accepts its FIN."""
     client, server = script.plays
     if not client:
         raise ScriptError(f"script {script.name}: the harness must play the client (a "
                           "scripted server alone has nobody to connect through the gateway)")
     first = len(channel.frames)
     channel.step = 0
-    run = _Run(script, channel)
+    run = _Run(script, channel, http_equivalent, proxy)
     outcome, failed, step_text, reason = "completed", None, "", ""
     channel.begin(client, server)
     try:

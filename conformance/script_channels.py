@@ -421,6 +421,36 @@ def open_in_netns(netns: str, ifname: str, *, ignore_outgoing: bool) -> socket.s
     return box["sock"]  # type: ignore[return-value]
 
 
+def _complete_partial_checksum(buf: bytearray, ip: int, etype: int, n: int) -> None:
+    """A kernel sending with checksum offload leaves only the pseudo-header sum in the TCP
+    checksum field; a veth hands such a frame on without saying so (no NEEDS_CSUM on this
+    side, the receiving kernel is told the checksum is verified). Complete it here, so the
+    script's parser and pcaps see what a NIC would have put on the wire; a checksum that is
+    neither complete nor this partial sum stays bad and is reported."""
+    if etype == ETH_P_IP:
+        if buf[ip + 9] != TCP or int.from_bytes(buf[ip + 6:ip + 8], "big") & 0x3FFF:
+            return
+        t = ip + (buf[ip] & 0x0F) * 4
+        end = ip + int.from_bytes(buf[ip + 2:ip + 4], "big")
+        pseudo = bytes(buf[ip + 12:ip + 20]) + b"\0\x06" + (end - t).to_bytes(2, "big")
+    elif etype == ETH_P_IPV6 and buf[ip + 6] == TCP:
+        t = ip + 40
+        end = t + int.from_bytes(buf[ip + 4:ip + 6], "big")
+        pseudo = bytes(buf[ip + 8:ip + 40]) + (end - t).to_bytes(4, "big") + b"\0\0\0\x06"
+    else:
+        return
+    if end > n or end - t < 20:
+        return
+    field = int.from_bytes(buf[t + 16:t + 18], "big")
+    words = sum(int.from_bytes(pseudo[i:i + 2], "big") for i in range(0, len(pseudo), 2))
+    partial = (words - 1) % 0xFFFF + 1
+    if field != partial:
+        return
+    seg = bytearray(buf[t:end])
+    seg[16:18] = b"\0\0"
+    buf[t + 16:t + 18] = codec.internet_checksum(pseudo + bytes(seg)).to_bytes(2, "big")
+
+
 class LabChannel:
     """A lab's client leg (``c0``, client namespace) and server leg (``g0``, switch
     namespace) on raw sockets; use as a context manager (or :meth:`close`)."""
@@ -575,9 +605,12 @@ class LabChannel:
                         else 40 + int.from_bytes(buf[ip + 4:ip + 6], "big"))
             s, at = e + start, e + start + offset
             if ip < s <= at and at + 2 <= min(end, n):
-                buf[at:at + 2] = b"\0\0"
+                # The field already holds the pseudo-header sum (that is what NEEDS_CSUM
+                # means); summing from csum_start over it completes the checksum.
                 buf[at:at + 2] = codec.internet_checksum(bytes(buf[s:min(end, n)])
                                                          ).to_bytes(2, "big")
+        else:
+            _complete_partial_checksum(buf, ip, etype, n)
         frame = bytes(buf[e:n])
         if pkttype == PACKET_OUTGOING:
             if frame in self._sent:

@@ -49,7 +49,8 @@ def add(sub: Any) -> None:
                          "(kernel-socket gateways)")
     rp.add_argument("--caps", metavar="LIST",
                     help="for --gateway command: its capabilities, a comma list of l7, "
-                         "splices, delayed_binding (default: none, i.e. an L4 proxy)")
+                         "splices, delayed_binding, zero_window_synack (a SYN proxy) "
+                         "(default: none, i.e. an L4 proxy)")
     rp.add_argument("--policy", type=Path, metavar="FILE",
                     help="routing policy (gateway config TOML); default: "
                          "conformance/policy.toml")
@@ -79,8 +80,9 @@ def add(sub: Any) -> None:
                     help="capabilities of a known kind (reference, haproxy-http, haproxy-tcp,"
                          " nginx-http, nginx-stream, netfilter); default reference")
     cp.add_argument("--caps", metavar="LIST",
-                    help="capabilities as a comma list of l7, splices, delayed_binding "
-                         "(overrides --gateway-kind; 'none' for an L4 proxy)")
+                    help="capabilities as a comma list of l7, splices, delayed_binding, "
+                         "zero_window_synack (overrides --gateway-kind; 'none' for an L4 "
+                         "proxy)")
     cp.add_argument("--json", type=Path, metavar="FILE", help="write the JSON report here")
     cp.add_argument("--no-tshark", dest="tshark", action="store_false",
                     help="skip tshark's second opinion")
@@ -92,11 +94,13 @@ def _caps(text: str | None, kind: str | None) -> Any:
 
     if text is not None:
         words = {w.strip() for w in text.split(",") if w.strip()} - {"none"}
-        known = {"l7", "splices", "delayed_binding"}
+        known = {"l7", "splices", "delayed_binding", "zero_window_synack"}
         if words - known:
             raise CliError(f"unknown capabilities {', '.join(sorted(words - known))}; use a "
                            f"comma list of {', '.join(sorted(known))}, or none")
-        return Capabilities(**{k: k in words for k in known})
+        return Capabilities(l7="l7" in words, splices="splices" in words,
+                            delayed_binding="delayed_binding" in words,
+                            opens_window="zero_window_synack" not in words)
     if kind is None:
         return None
     if kind not in KINDS:

@@ -99,7 +99,7 @@ def test_make_adapter_builds_each_kind_with_its_capabilities() -> None:
     assert tcp.capabilities == Capabilities(l7=False, splices=False, delayed_binding=False)
     assert make_adapter("nginx-http").capabilities.l7
     assert make_adapter("netfilter").capabilities == Capabilities(
-        l7=False, splices=True, delayed_binding=False)
+        l7=False, splices=True, delayed_binding=False, opens_window=False)
     cmd = make_adapter("command", argv="my-gw --fast", gateway_kernel="routing")
     assert isinstance(cmd, CommandAdapter) and cmd.argv == ["my-gw", "--fast"]
     with pytest.raises(AdapterError, match="argv"):

@@ -146,3 +146,35 @@ def test_one_direction_only_is_noted_not_failed(tmp_path: Path) -> None:
     assert rep.ok
     assert any("one direction only" in n for n in rep.notes)
     assert "only client->server direction captured" in rep.conns[0].problems
+
+
+def test_two_workers_give_the_same_report(tmp_path: Path) -> None:
+    # a passing pair and a violation from the corpus: forked per-leg judges must not change
+    # a single verdict, detail or evidence frame
+    cp, sp = simulate(SCENARIOS["eligible_request"], tmp_path)
+    corpus = Path(__file__).parents[2] / "pcaps" / "violations"
+    bad = next(d for d in sorted(corpus.iterdir()) if (d / "client.pcap").exists())
+    for c, s in ((cp, sp), (bad / "client.pcap", bad / "server.pcap")):
+        one, two = check_pcaps(c, s, workers=1), check_pcaps(c, s, workers=2)
+        a, b = one.as_json(), two.as_json()
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b
+        assert [f.property for c_ in two.conns for f in c_.findings][:len(LEG_IDS)] == \
+            list(LEG_IDS)
+        # the judged cache of each connection holds the findings reported for it
+        conn = two.legs["server"].conns[0]
+        assert conn.judged is not None and conn.judged["leg.seq"] in two.conns[-len(
+            two.legs["server"].conns)].findings
+
+
+def test_a_failure_in_a_forked_judge_is_raised_here(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance import checker
+
+    def broken(*_: object) -> None:
+        raise ValueError("judge exploded")
+
+    cp, sp = simulate(SCENARIOS["eligible_request"], tmp_path)
+    monkeypatch.setattr(checker, "judge_leg", broken)  # inherited by the forked child
+    with pytest.raises(ValueError, match="judge exploded"):
+        check_pcaps(cp, sp, workers=2)

@@ -347,3 +347,21 @@ def test_frames_roundtrip_unchanged() -> None:
     tr = simulate("unsupported_option")
     for f in tr.client:
         assert Frame.parse(f.t, f.ip_bytes()).ip_bytes() == f.ip_bytes()
+
+
+def test_derived_views_are_cached_and_forgotten_on_rebuild(tmp_path: Path) -> None:
+    from conformance.flows import rebuild
+    from tests.conformance import Trace
+
+    c = read_leg(Trace().conversation().write(tmp_path / "c.pcap")).conns[0]
+    data = cross_checks._data(c, True)
+    assert data and cross_checks._data(c, True) is data  # derived once
+    acked = cross_checks._peer_data_acked(c, True)
+    assert acked == len(c.stream_c2s) > 0
+    # drop what the client sent after its handshake ACK: a stale view would still list it
+    keep = [i for i, s in enumerate(c.segs) if not (c.from_client[i] and s.payload)]
+    c.segs = [c.segs[i] for i in keep]
+    c.from_client = bytearray(c.from_client[i] for i in keep)
+    rebuild(c)
+    assert cross_checks._data(c, True) == [] and c.stream_c2s == b""
+    assert cross_checks._first_data_time(c, True) is None

@@ -252,3 +252,14 @@ def test_one_direction_only(tmp_path: Path) -> None:
     assert got["leg.ack_unseen"].verdict == "unknown"
     assert got["leg.handshake"].verdict == "unknown"
     assert c.stream_c2s == REQ
+
+
+def test_a_bad_ipv4_header_checksum_fails_leg_checksum(tmp_path: Path) -> None:
+    t = Trace()
+    t.handshake()
+    raw = bytearray(t.raw(True, t.isn_c + 1, t.isn_s + 1, PSH | ACK, REQ, tsval=9999,
+                          tsecr=200))
+    raw[8] ^= 0x01  # the TTL: the TCP checksum does not cover it, the IPv4 header's does
+    t.add_raw(bytes(raw))
+    verdict, detail = judge(tmp_path, t, "leg.checksum")
+    assert verdict == "fail" and "IPv4 header checksum wrong" in detail

@@ -101,3 +101,12 @@ def test_writer_counts(tmp_path: Path) -> None:
         w.write(1.9999999, b"abc")
     assert w.count == 1
     assert _read(tmp_path / "w.pcap") == [(2.0, b"abc")]
+
+
+def test_pcap_error_survives_pickling() -> None:
+    # raised in the checker's forked process, re-raised in the parent
+    import pickle
+
+    e = pickle.loads(pickle.dumps(PcapError("x.pcap", 7, "truncated record")))
+    assert isinstance(e, PcapError) and str(e) == "x.pcap: packet 7: truncated record"
+    assert (e.path, e.packet_index, e.message) == ("x.pcap", 7, "truncated record")

@@ -183,7 +183,7 @@ def test_refusal_must_reset_both_sides() -> None:
 
     r = play(READY["server-no-timestamps"](),
              MemoryChannel(_mangle(reference_gateway(), eat_client_rst)))
-    assert not r.ok and r.step.startswith("server.expect_data")
+    assert not r.ok and r.step.startswith("server.expect_request")
     assert "server got an RST but the client did not" in r.reason
 
 
@@ -398,3 +398,25 @@ def test_lab_without_suppression_the_kernels_interfere(lab_gateway: object) -> N
         kernel = [f for f in r.frames if f.sender == "kernel"]
         assert kernel and codec.parse(kernel[0].packet).flags & RST, r.text()
         assert not r.ok or [f for f in r.frames if f.sender == "server"], r.text()
+
+
+def test_a_scripted_client_waits_for_a_closed_window_before_sending(monkeypatch) -> None:
+    """A gateway answering the handshake with window 0 (as a SYN proxy does) gets no data
+    from the scripted client until it opens the window, here never: the client waits the
+    bounded time, then sends and says so."""
+    from conformance import script as script_mod
+    from conformance.script import play
+    from conformance.script_channels import MemoryChannel, reference_gateway
+    from conformance.script_library import READY
+    from reference.gateway import codec as _codec
+    from reference.gateway import fastpath as fp
+    from spec.segment import SYN as _SYN
+
+    monkeypatch.setattr(fp, "SYN_WINDOW", 0)
+    channel = MemoryChannel(reference_gateway())
+    result = play(READY["get"](), channel)
+    frames = [(f.time, _codec.parse(f.packet)) for f in channel.frames if f.leg == "client"]
+    synack_t = next(t for t, p in frames if p.flags & _SYN and p.sport == 80)
+    first_data_t = next(t for t, p in frames if p.payload and p.dport == 80)
+    assert first_data_t - synack_t >= script_mod.WINDOW_WAIT
+    assert "beyond the peer's window" in result.reason
