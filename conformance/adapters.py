@@ -587,10 +587,8 @@ class HAProxyAdapter(ProcessAdapter):
             # http-reuse never: while a scripted server plays, the lab drops every frame to
             # the real servers, FINs of idle pooled connections included, so a reused
             # connection may be dead without HAProxy knowing (a lab artefact, not a bug).
-            # abortonclose: a client that resets mid-exchange ends the server side too,
-            # instead of HAProxy waiting for the response (off by default).
             out += ["    timeout http-request 10s", "    timeout http-keep-alive 10s",
-                    "    http-reuse never", "    option abortonclose"]
+                    "    http-reuse never"]
         backends: dict[str, list[str]] = {}
         for i, svc in enumerate(self._served()):
             out += [f"frontend fp_svc{i}", f"    bind {_hap_addr(svc.vip, svc.port)}"]
@@ -731,6 +729,10 @@ class NginxAdapter(ProcessAdapter):
                      "proxy_http_version 1.1;", "proxy_set_header Host $http_host;",
                      "proxy_set_header Connection $http_connection;",
                      "proxy_buffering off;", "proxy_request_buffering off;",
+                     # A client that half-closes after its request still wants the
+                     # response (RFC 9293 §3.6); by default nginx takes the FIN for an
+                     # abort and drops the request (cases TC18, TC39 fail that way).
+                     "proxy_ignore_client_abort on;",
                      # No retry on the next upstream: while a scripted server plays, the lab
                      # hides the real servers, so a retry (which RFC 9110 §9.2.2 allows for
                      # a GET) would hang instead of showing the reset the case is about.

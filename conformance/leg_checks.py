@@ -88,6 +88,7 @@ def analyse(c: Conn) -> dict[str, Finding]:
     synack_seen = False
     checks = {"partial": 0, "unverified": 0, "ok": 0, "bad": 0, "bad-ip": 0}
     oow_rsts: list[tuple[int, int, int]] = []  # (position, frame, sender d)
+    disorder = [False, False]  # data seen out of order (retransmitted or reordered)
     ts_seen = False
     unknown_opts: set[int] = set()
     hs = bad["leg.handshake"]
@@ -209,7 +210,12 @@ def analyse(c: Conn) -> dict[str, Finding]:
                 ack_not_older = not f & ACK or a is None or ((ack - a) & M32) < HALF
                 data_not_older = h is None or ((end - h) & M32) < HALF
                 newer = (new_data and ack_not_older) or (new_ack and data_not_older)
-                if newer:
+                if newer and disorder[d]:
+                    # Data went out of order in this direction before (a retransmission or
+                    # a reordering path): the segment with the higher TSval may have been a
+                    # retransmission sent after this one, delayed on its way. Can't judge.
+                    unjudged["leg.ts_monotonic"] += 1
+                elif newer:
                     bad["leg.ts_monotonic"].add(idx, f"{_side(d)} TSval {v} after {m} on a "
                                                      "segment with new data or a new ACK")
         # ---- RST ------------------------------------------------------------------------
@@ -236,6 +242,8 @@ def analyse(c: Conn) -> dict[str, Finding]:
             h = hi[d]
             if h is None or 0 < ((e - h) & M32) < HALF:
                 hi[d] = e
+            elif n:
+                disorder[d] = True
     c.judged = out = _findings(c, bad, unjudged, checks, oow_rsts, fin_seq, fin_acked,
                                ts_seen, unknown_opts, synack_seen)
     for pid, fnd in out.items():
@@ -329,8 +337,13 @@ def _findings(c: Conn, bad: dict[str, _Evidence], unjudged: dict[str, int],
     if not ts_seen:
         out["leg.ts_monotonic"] = Finding("leg.ts_monotonic", "n/a", "no timestamps")
     else:
-        out["leg.ts_monotonic"] = verdict("leg.ts_monotonic", "TSval never went back on new "
-                                                              "data or ACKs")
+        n_unsure = unjudged["leg.ts_monotonic"]
+        out["leg.ts_monotonic"] = verdict(
+            "leg.ts_monotonic", "TSval never went back on new data or ACKs",
+            unknown_if=(f"TSval went back on {n_unsure} segment(s) after data had gone out "
+                        "of order in that direction: behind a retransmission or a reordering "
+                        "path the capture cannot tell which segment was sent first")
+            if n_unsure else None)
     # checksum
     for s in c.segs if checks["bad"] or checks["bad-ip"] else ():
         if s.checksum == "bad":

@@ -49,7 +49,7 @@ from reference.gateway._checksum import internet_checksum, tcp_checksum
 from reference.gateway.sim import response_body
 from spec import topology
 from spec.segment import ACK, FIN, PSH, RST, SYN, flag_string
-from spec.seq import seq_add, seq_diff, seq_le, seq_lt
+from spec.seq import seq_add, seq_diff, seq_le, seq_lt, seq_sub
 
 Side = Literal["client", "server"]
 SIDES: tuple[Side, ...] = ("client", "server")
@@ -537,6 +537,17 @@ class Server(_Peer):
         def run(c: _Conn, r: _Run) -> None:
             c.respond(r, body, close)
         self._add("respond", run, body=body, close=close or None)
+        return self
+
+    def respond_if_proxy(self, body: bytes) -> Server:
+        """Through a gateway that does not splice (``play(proxy=True)``), send ``body`` too.
+        A proxy whose client went away may keep its server connection until the response
+        has ended (HAProxy and nginx do by default) and must close it then; a splice has to
+        pass the client's RST on at once, so for it this step sends nothing."""
+        def run(c: _Conn, r: _Run) -> None:
+            if r.proxy:
+                c.respond(r, body, False)
+        self._add("respond_if_proxy", run, body=body)
         return self
 
 
@@ -1133,10 +1144,14 @@ class _Run:
             if c.reset and not handshake:
                 if rst_expected:
                     return
-                if self.proxy and c.fin_sent and c.snd_una == c.snd_nxt:
-                    # Our side had finished and everything it sent was acknowledged: a proxy
-                    # may end its own connection with an RST then (RFC 9293 ABORT) and lose
-                    # nothing; the checker's cross.fin_rst still judges what was relayed.
+                data_end = seq_sub(c.snd_nxt, 1)  # our FIN's own sequence number
+                if self.proxy and c.fin_sent and (
+                        seq_le(data_end, c.snd_una)
+                        or (p.flags & ACK and seq_le(data_end, p.ack))):
+                    # Our side had finished and all its data was acknowledged: a proxy may
+                    # end its own connection with an RST then (RFC 9293 ABORT), even before
+                    # our FIN reached it, and lose nothing; the checker's cross.fin_rst
+                    # still judges what was relayed.
                     self.note(f"{c.side}: the gateway closed with an RST after this side "
                               f"had finished, instead of a FIN (a proxy may)")
                     return

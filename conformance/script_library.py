@@ -220,6 +220,7 @@ def rst_in_window(*, size: int = SIZE, seed: int = 1, family: int = 4) -> Script
     s.server.respond(resp[:part])              # relays nothing before a complete head
     s.client.receive(nbytes=1)
     s.client.rst(in_window=True)
+    s.server.respond_if_proxy(resp[part:])
     s.server.expect_rst()
     return s
 

@@ -263,3 +263,22 @@ def test_a_bad_ipv4_header_checksum_fails_leg_checksum(tmp_path: Path) -> None:
     t.add_raw(bytes(raw))
     verdict, detail = judge(tmp_path, t, "leg.checksum")
     assert verdict == "fail" and "IPv4 header checksum wrong" in detail
+
+
+def test_a_tsval_drop_after_a_retransmission_is_unknown_not_fail(tmp_path: Path) -> None:
+    """Behind a reordering path, an original segment can arrive after the retransmission
+    of an earlier one: its lower TSval proves nothing about the sender."""
+    t = Trace()
+    t.handshake()
+    t.c(1, 1, ACK, REQ[:5], tsval=20000)
+    t.c(1, 1, ACK, REQ[:5], tsval=20010)  # retransmitted: data out of order from here on
+    t.c(1 + 5, 1, ACK, REQ[5:], tsval=20001)  # the next original, delayed on the path
+    assert judge(tmp_path, t, "leg.ts_monotonic")[0] == "unknown"
+
+
+def test_a_tsval_drop_on_in_order_new_data_fails(tmp_path: Path) -> None:
+    t = Trace()
+    t.handshake()
+    t.c(1, 1, ACK, REQ[:5], tsval=20010)
+    t.c(1 + 5, 1, ACK, REQ[5:], tsval=20001)
+    assert judge(tmp_path, t, "leg.ts_monotonic")[0] == "fail"

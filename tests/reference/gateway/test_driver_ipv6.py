@@ -191,8 +191,9 @@ class FakeSock:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    def send(self, data: bytes) -> int:
-        self.sent.append(bytes(data))
+    def sendmsg(self, parts: tuple[bytes, ...]) -> int:
+        data = b"".join(parts)  # the driver gathers a frame from pieces
+        self.sent.append(data)
         return len(data)
 
     def getsockopt(self, *_: int) -> bytes:
@@ -326,7 +327,8 @@ def test_gso_header_for_an_oversize_ipv6_segment() -> None:
                       seq=5, ack=6, flags=0x18, window=100, payload=payload, tsval=1, tsecr=2)
     got = _gso(pkt, 1500, 1428)
     assert got is not None
-    vnet, out = got
+    vnet, pieces = got
+    out = b"".join(pieces)
     flags, kind, hdr_len, size, start, offset = VNET.unpack(vnet)
     assert (flags, kind) == (VNET_F_NEEDS_CSUM, GSO_TCPV6)
     assert (hdr_len, size, start, offset) == (14 + 40 + 32, 1428, 14 + 40, 16)
