@@ -497,27 +497,38 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
                             dec.note("with malformed TCP options", index)
                     payload = data[t0 + thl:end]
                     seglen = total - 20
-                    if payload:
-                        n = from_bytes(payload, "big")
-                        if seglen & 1:
-                            n <<= 8
-                        if len(payload) > 200:
-                            n = _shrink(n)
-                        n += from_bytes(data[t0:t0 + thl], "big")
-                    else:
-                        n = from_bytes(data[t0:end], "big")
+                    # One sum over the IPv4 header and the TCP segment: a valid IPv4 header
+                    # sums to 0 (mod 0xffff), so the total checks the TCP checksum and the
+                    # header's together; only a failure needs them apart. (An error in both
+                    # that cancels out would need deltas summing to 0 mod 0xffff; a NAT that
+                    # fixes neither checksum leaves 2*delta, nonzero since 0xffff is odd.)
+                    n = from_bytes(data[p:end], "big")
+                    if seglen & 1:
+                        n <<= 8
+                    if total > 200:
+                        n = _shrink(n)
                     ps = sa[1] + da[1] + 6 + seglen
                     if (n + ps) % 0xFFFF == 0:
                         checksum = "ok"
+                    elif from_bytes(data[p:t0], "big") % 0xFFFF:
+                        checksum = "bad-ip"
                     elif csum == (ps - 1) % 0xFFFF + 1:
                         checksum = "partial"
                     else:
                         checksum = "bad"
-                    if from_bytes(data[p:t0], "big") % 0xFFFF:
-                        checksum = "bad-ip"
                     seg = Seg(index, t, sa[0], da[0], sport, dport, seq, ack, flags, win,
                               payload, mss, wscale, sack_perm, sack, ts, unknown, checksum,
                               total, False)
+                    tcp += 1
+                    if not flags & SYN:  # the common case, from locals: no attribute loads
+                        hit = get((sa[0], sport, da[0], dport))
+                        if hit is not None:
+                            c, d = hit
+                            c.segs.append(seg)
+                            c.from_client.append(d)
+                            continue
+                    _place(seg, get((sa[0], sport, da[0], dport)), conns, by_key, leg)
+                    continue
         if seg is None:
             seg = frame(data, lt, off, off + incl, orig, index, t)
             if seg is None:
