@@ -84,6 +84,12 @@ class FastSession:
         return self.proxy.state  # type: ignore[no-any-return]
 
 
+def _furthest(snd_nxt: int | None, seq: int, plen: int, flags: int) -> int:
+    """SND.NXT of one relayed direction after a segment at ``seq`` (payload and FIN)."""
+    end = seq_add(seq, plen + (1 if flags & FIN else 0))
+    return end if snd_nxt is None or seq_lt(snd_nxt, end) else snd_nxt
+
+
 def family_mss(mss: int, version: int) -> int:
     """The configured MSS is for IPv4; an IPv6 header is 20 bytes longer (RFC 8200 vs RFC
     791), so on the same links an IPv6 session announces 20 bytes less (RFC 9293 §3.7.1:
@@ -441,9 +447,7 @@ class FastPath:
                 seq_le(translate.seq_to_client(sp, s.server_fin_end), pkt.ack):
             s.server_fin_acked = True
         new_seq = translate.seq_to_server(sp, pkt.seq)
-        end = seq_add(new_seq, plen + (1 if pkt.flags & FIN else 0))
-        if s.server_snd_nxt is None or seq_lt(s.server_snd_nxt, end):
-            s.server_snd_nxt = end
+        s.server_snd_nxt = _furthest(s.server_snd_nxt, new_seq, plen, pkt.flags)
         new_ack = translate.ack_to_server(sp, pkt.ack) if ack_flag else pkt.ack
         room = _payload_room(sp.server_mss, pkt)
         whole = plen > room and self.cfg.gso_output  # the driver cuts it (GSO)
@@ -488,9 +492,7 @@ class FastPath:
             s.client_fin_acked = True
         new_seq = translate.seq_to_client(sp, pkt.seq)
         new_ack = translate.ack_to_client(sp, pkt.ack) if pkt.flags & ACK else pkt.ack
-        end = seq_add(new_seq, plen + (1 if pkt.flags & FIN else 0))
-        if s.client_snd_nxt is None or seq_lt(s.client_snd_nxt, end):
-            s.client_snd_nxt = end
+        s.client_snd_nxt = _furthest(s.client_snd_nxt, new_seq, plen, pkt.flags)
         if pkt.flags & ACK:
             s.client_rcv_nxt, s.client_rcv_wnd = new_ack, pkt.window << sp.server_snd_wscale
         room = _payload_room(sp.client_mss, pkt)
