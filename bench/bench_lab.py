@@ -124,10 +124,14 @@ class Workload:
         return f"/size/{self.size}"
 
 
+WORKLOAD_NAMES = ("1k-keepalive", "1k-close", "1m-keepalive")
+
+
 def workloads(args: argparse.Namespace) -> list[Workload]:
-    return [Workload("1k-keepalive", KIB, False, args.conns_small),
-            Workload("1k-close", KIB, True, args.conns_small),
-            Workload("1m-keepalive", MIB, False, args.conns_big)]
+    every = [Workload("1k-keepalive", KIB, False, args.conns_small),
+             Workload("1k-close", KIB, True, args.conns_small),
+             Workload("1m-keepalive", MIB, False, args.conns_big)]
+    return [w for w in every if not args.workloads or w.key in args.workloads]
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -292,8 +296,9 @@ class HAProxy(Proxy):
 class FastpathGateway(Proxy):
     """``fastpath gateway --netns NS`` with a config file or the embedded default."""
 
-    def __init__(self, normal: bool) -> None:
+    def __init__(self, normal: bool, profile_dir: Path | None = None) -> None:
         self.normal = normal
+        self.profile_dir = profile_dir
         self.backends = [server_ip(1), server_ip(2)]  # pool static of the default config
         self.proc: subprocess.Popen[bytes] | None = None
         self.stats_path: Path | None = None
@@ -307,6 +312,8 @@ class FastpathGateway(Proxy):
         argv = [sys.executable, "-m", "fastpath.cli", "gateway", "--netns", lab.gateway_ns,
                 "--client-if", "gc", "--server-if", "gs", "--stats-json", str(self.stats_path),
                 "--duration", f"{GATEWAY_SAFETY:g}"]
+        if self.profile_dir is not None:
+            argv += ["--profile", str(self.profile_dir / f"gw-{name}.pstats")]
         if self.normal:
             toml = DEFAULT_CONFIG_TOML.replace('rewrite = "none"', 'rewrite = "x-forwarded-for"')
             if toml == DEFAULT_CONFIG_TOML:
@@ -441,9 +448,10 @@ SETUPS = (
           lambda a: HAProxy("tcp", a.haproxy_backends)),
     Setup("haproxy-http", "HAProxy http mode", "routing",
           lambda a: HAProxy("http", a.haproxy_backends)),
-    Setup("gw-fast", "gateway fast path", "out", lambda a: FastpathGateway(normal=False)),
+    Setup("gw-fast", "gateway fast path", "out",
+          lambda a: FastpathGateway(normal=False, profile_dir=a.profile_gateway)),
     Setup("gw-normal", "gateway normal path (x-forwarded-for)", "out",
-          lambda a: FastpathGateway(normal=True)),
+          lambda a: FastpathGateway(normal=True, profile_dir=a.profile_gateway)),
 )
 
 
@@ -761,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="HAProxy backends: s1 only or s1-s3 round robin (3)")
     p.add_argument("--only", nargs="+", choices=[s.key for s in SETUPS],
                    help="run these setups only (ratios needing others show n/a)")
+    p.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES,
+                   help="run these workloads only (default: all three)")
+    p.add_argument("--profile-gateway", type=Path, metavar="DIR",
+                   help="run the reference gateway under cProfile and write gw-fast.pstats / "
+                        "gw-normal.pstats here (its numbers are then not comparable)")
     args = p.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     if not 0 < args.duration <= 120:

@@ -78,6 +78,8 @@ class FastSession:
     window (RFC 9293 §3.10.7.1 checks RST sequence numbers; RFC 5961 §3 tightens it)."""
     server_snd_nxt: int | None = None
     counted: bool = field(default=False)
+    queued: float | None = None
+    """Deadline of this session's one entry in the gateway's timer heap (None: none)."""
 
     @property
     def state(self) -> FastPathState:

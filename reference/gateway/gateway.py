@@ -103,9 +103,15 @@ class Gateway:
     def handle_timer(self, *, now: float) -> list[Action]:
         out: list[Action] = []
         while self._timers and self._timers[0][0] <= now:
-            deadline, _, s = heapq.heappop(self._timers)
-            if s.deadline != deadline:
-                continue  # superseded
+            queued, _, s = heapq.heappop(self._timers)
+            if s.queued != queued:
+                continue  # an earlier entry replaced this one
+            s.queued = None
+            if s.deadline is None:
+                continue
+            if s.deadline > now:  # pushed back since it was queued: queue it anew
+                self.schedule(s)
+                continue
             if isinstance(s, FastSession):
                 if s.state is FastPathState.HANDED_OFF:
                     continue
@@ -116,7 +122,9 @@ class Gateway:
         return out
 
     def next_deadline(self) -> float | None:
-        while self._timers and self._timers[0][2].deadline != self._timers[0][0]:
+        """When to call :meth:`handle_timer` next (possibly early: a session's deadline may
+        have moved later since it was queued; the call then just queues it anew)."""
+        while self._timers and self._timers[0][2].queued != self._timers[0][0]:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
@@ -176,8 +184,15 @@ class Gateway:
         return Drop(leg, reason)
 
     def schedule(self, s: FastSession | NormalSession) -> None:
-        if s.deadline is not None:
-            heapq.heappush(self._timers, (s.deadline, next(self._tick), s))
+        """Queue ``s.deadline``, keeping at most one live heap entry per session: a deadline
+        later than the queued one is left for :meth:`handle_timer` to queue when the
+        earlier entry comes due (a normal session moves its RTO on every ACK, and one
+        entry per move would grow the heap by one per packet for an RTO's time)."""
+        d = s.deadline
+        if d is None or (s.queued is not None and s.queued <= d):
+            return
+        s.queued = d
+        heapq.heappush(self._timers, (d, next(self._tick), s))
 
     def server_side_address(self, version: int) -> bytes:
         addr = self.config.server_address if version == 4 else \

@@ -52,6 +52,8 @@ class NormalSession:
     client_eof_sent: bool = False
     server_eof_sent: bool = False
     deadline: float | None = None
+    queued: float | None = None
+    """Deadline of this session's one entry in the gateway's timer heap (None: none)."""
     done: bool = False
 
     @property

@@ -182,6 +182,18 @@ def test_small_response_is_spliced_on_the_fast_path(lab: Lab, gateway: Callable[
     assert drv["offload"]["partial_checksums"] > 0  # veth offloads are on: completed here
 
 
+def test_profile_option_writes_cprofile_stats_of_the_run(
+        lab: Lab, gateway: Callable[..., GatewayProcess], tmp_path: Path) -> None:
+    prof = tmp_path / "gw.pstats"
+    gw = gateway("--profile", str(prof))
+    assert curl(lab, "/size/1000") == "200"
+    gw.stop()
+    import pstats
+
+    names = {fn[2] for fn in pstats.Stats(str(prof)).stats}  # type: ignore[attr-defined]
+    assert "handle" in names and "_frame" in names  # the core and the driver were profiled
+
+
 _SPLIT_CLIENT = """\
 import socket, sys, time
 s = socket.create_connection((sys.argv[1], 80), timeout=20)
