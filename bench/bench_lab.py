@@ -50,6 +50,7 @@ import re
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -659,28 +660,38 @@ def fmt(v: float | None, digits: int) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def find(rows: list[dict[str, Any]], setup: str, workload: str) -> dict[str, Any] | None:
+def find(rows: list[dict[str, Any]], setup: str, workload: str, round_: int = 1
+         ) -> dict[str, Any] | None:
     for r in rows:
-        if r["setup"] == setup and r["workload"] == workload:
+        if r["setup"] == setup and r["workload"] == workload and r.get("round", 1) == round_:
             return r
     return None
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ratio per round (numerator and denominator from the same round, so slow drift of
+    the box's load hits both), then the median over the rounds and their range."""
+    rounds = sorted({r.get("round", 1) for r in rows}) or [1]
     out = []
     for key, num, den, wl, target in RATIOS:
-        a, b = find(rows, num, wl), find(rows, den, wl)
         entry: dict[str, Any] = {"ratio": key, "numerator": f"{num} {wl}",
                                  "denominator": f"{den} {wl}", "metric": "MB_per_s",
                                  "target": target, "value": None, "meets_target": None,
-                                 "error": None}
-        bad = [r for r in (a, b) if r is None or r["error"] or not r["MB_per_s"]]
-        if bad:
-            entry["error"] = "; ".join(f"{r['setup']}: {r['error'] or 'no number'}"
-                                       if r else "row missing" for r in bad)
-        else:
-            assert a is not None and b is not None
-            entry["value"] = a["MB_per_s"] / b["MB_per_s"]
+                                 "per_round": [], "error": None}
+        errors = []
+        for rnd in rounds:
+            a, b = find(rows, num, wl, rnd), find(rows, den, wl, rnd)
+            bad = [r for r in (a, b) if r is None or r["error"] or not r["MB_per_s"]]
+            if bad:
+                errors += [f"{r['setup']}: {r['error'] or 'no number'}" if r else
+                           "row missing" for r in bad]
+            else:
+                assert a is not None and b is not None
+                entry["per_round"].append(a["MB_per_s"] / b["MB_per_s"])
+        if errors:
+            entry["error"] = "; ".join(dict.fromkeys(errors))
+        if entry["per_round"] and not errors:
+            entry["value"] = statistics.median(entry["per_round"])
             entry["meets_target"] = entry["value"] >= target
         out.append(entry)
     return out
@@ -690,13 +701,15 @@ def table(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
     head = ("setup", "workload", "conns", "req/s", "MB/s", "lat ms", "p99 ms", "proxy CPU%",
             "srv CPU%", "box busy%", "notes / error")
     lines = []
+    multi = len({r.get("round", 1) for r in rows}) > 1
     for r in rows:
+        label = f"{r['setup']} #{r.get('round', 1)}" if multi else r["setup"]
         if r["error"]:
-            cells = (r["setup"], r["workload"], str(r["conns"]), "ERROR", "ERROR", "-", "-",
+            cells = (label, r["workload"], str(r["conns"]), "ERROR", "ERROR", "-", "-",
                      "-", "-", "-", f"ERROR: {r['error']}"
                      + (f" ({'; '.join(r['notes'])})" if r["notes"] else ""))
         else:
-            cells = (r["setup"], r["workload"], str(r["conns"]), fmt(r["req_per_s"], 1),
+            cells = (label, r["workload"], str(r["conns"]), fmt(r["req_per_s"], 1),
                      fmt(r["MB_per_s"], 2), fmt(r["latency_mean_ms"], 2),
                      fmt(r["latency_p99_ms"], 2), fmt(r["proxy_cpu_pct"], 1),
                      fmt(r["servers_cpu_pct"], 1), fmt(r["box_busy_pct"], 1),
@@ -721,8 +734,12 @@ def table(rows: list[dict[str, Any]], rat: list[dict[str, Any]]) -> str:
                        f"{e['error']}")
         else:
             verdict = "meets target" if e["meets_target"] else "BELOW target"
+            spread = ""
+            if len(e["per_round"]) > 1:
+                spread = (f"  median of {len(e['per_round'])} rounds, range "
+                          f"{min(e['per_round']):.3f}-{max(e['per_round']):.3f}")
             out.append(f"  {e['ratio']:24s} {e['value']:.3f}x  (target >= {e['target']:g}x)"
-                       f"  {verdict}")
+                       f"  {verdict}{spread}")
     return "\n".join(out)
 
 
@@ -771,6 +788,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run these setups only (ratios needing others show n/a)")
     p.add_argument("--workloads", nargs="+", choices=WORKLOAD_NAMES,
                    help="run these workloads only (default: all three)")
+    p.add_argument("--rounds", type=int, default=1, metavar="N",
+                   help="run every setup N times, interleaved (setup A, B, ..., A, B, ...); "
+                        "ratios are per round, reported as the median and range (1)")
     p.add_argument("--profile-gateway", type=Path, metavar="DIR",
                    help="run the reference gateway under cProfile and write gw-fast.pstats / "
                         "gw-normal.pstats here (its numbers are then not comparable)")
@@ -778,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     if not 0 < args.duration <= 120:
         p.error("--duration must be in (0, 120] seconds")
+    if not 1 <= args.rounds <= 20:
+        p.error("--rounds must be in 1..20")
     preflight(args)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -794,10 +816,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lua = work / "report.lua"
         lua.write_text(WRK_LUA)
-        for i, setup in enumerate(SETUPS):
-            if args.only and setup.key not in args.only:
-                continue
-            rows += run_setup(setup, i, args, work, lua)
+        for rnd in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"== round {rnd} of {args.rounds}", file=sys.stderr, flush=True)
+            for i, setup in enumerate(SETUPS):
+                if args.only and setup.key not in args.only:
+                    continue
+                for row in run_setup(setup, i, args, work, lua):
+                    row["round"] = rnd
+                    rows.append(row)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     runtime = time.monotonic() - t0
