@@ -252,6 +252,12 @@ class FastPath:
     def _apply(self, s: FastSession, effect: Effect, pkt: codec.Packet | None,
                buf: bytearray | None, now: float, reason: HandoffReason, before: FastPathState
                ) -> list[Action]:
+        if effect is Effect.RELAY_TO_CLIENT:  # the steady state first: once per segment
+            assert pkt is not None and buf is not None
+            return self._relay_to_client(s, pkt, buf)
+        if effect is Effect.RELAY_TO_SERVER:
+            assert pkt is not None and buf is not None
+            return self._relay_to_server(s, pkt, buf)
         p = s.proxy
         if effect is Effect.DROP:
             self.gw.stats.drops[f"fast_path:{before.name}"] += 1
@@ -271,12 +277,6 @@ class FastPath:
         if effect is Effect.SPLICE:
             assert pkt is not None
             return self._splice(s, pkt, now)
-        if effect is Effect.RELAY_TO_SERVER:
-            assert pkt is not None and buf is not None
-            return self._relay_to_server(s, pkt, buf)
-        if effect is Effect.RELAY_TO_CLIENT:
-            assert pkt is not None and buf is not None
-            return self._relay_to_client(s, pkt, buf)
         if effect is Effect.HANDOFF:
             assert pkt is not None
             return self.gw.normal.take_over(s, pkt, buf, reason, now)  # claim 1

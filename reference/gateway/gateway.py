@@ -55,9 +55,12 @@ class _Cfg:
         self._config, self._core = config, core
 
     def __getattr__(self, name: str) -> Any:
-        if hasattr(self._core, name):
-            return getattr(self._core, name)
-        return getattr(self._config, name)
+        """Called only on a first read: the value is then kept in the instance, so the hot
+        path's reads (``idle_timeout``, ``gso_output`` per packet) are plain lookups. Both
+        sources are frozen dataclasses, so a kept value cannot go stale."""
+        value = getattr(self._core if hasattr(self._core, name) else self._config, name)
+        self.__dict__[name] = value
+        return value
 
 
 class Gateway:
