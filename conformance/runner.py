@@ -284,8 +284,12 @@ def segmentation_offloads_off(lab: Any) -> None:
     """Scatter-gather, TSO and GSO off on every veth end: each captured frame is then one
     wire segment, as a real link would carry it (a GSO super-frame of two 524-byte segments
     would otherwise look like one 1048-byte segment above a 536-byte MSS). TX checksum
-    offload stays on: with it off, the kernel's SYNPROXY stops answering over IPv6 (seen on
-    this kernel), and partial checksums are legal on veth captures anyway."""
+    offload stays on: with it off, every segment reaches the gateway as CHECKSUM_NONE and is
+    verified in software, and the kernel's nft ``synproxy`` verifies an IPv6 SYN with the IPv4
+    routine (``nf_ip_checksum``), so it drops every valid one; with it on, segments arrive
+    CHECKSUM_PARTIAL and are not verified. The scripted peers send that way too
+    (:func:`conformance.script_channels.offload_tcp_checksum`). Partial checksums are legal
+    on veth captures."""
     from reference.lab._system import need, ns_exec
 
     need("ethtool")
