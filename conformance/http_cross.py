@@ -402,6 +402,13 @@ def judge_fin_rst(p: Pair, ctx: Context) -> Finding:
             if _done(p, t0) or (leg == "client" and _server_done(p, t0) and kind == "peer"):
                 notes.append(f"{leg} {kind} RST after the exchanges were done")
                 continue
+            if leg == "server" and kind == "gateway" and _server_done(p, t0):
+                # Every response was whole on the server leg: the server's part is over, and
+                # resetting its connection is connection management (HAProxy does so while
+                # it still delivers the response). Whether the client gets all of it is
+                # judged by the streams and by the FIN rule above.
+                notes.append("gateway RST to the server after its responses were complete")
+                continue
             if other.rst or _closed_after(other, gw_is_client_other, t0):
                 notes.append(f"{leg} {kind} RST passed on")
                 continue

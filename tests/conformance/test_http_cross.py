@@ -11,7 +11,7 @@ from conformance import violations
 from conformance.checker import CheckReport, check_pcaps
 from conformance.policy import default_policy
 from conformance.properties import KINDS
-from conformance.violations import ACK, FIN, PSH, Convo, Traffic
+from conformance.violations import ACK, FIN, PSH, RST, Convo, Traffic
 from spec.topology import CLIENT_IP, GW_SERVER_IP, SERVER_IPS, VIP, VPORT
 
 
@@ -29,7 +29,7 @@ def resp(server: str, body: bytes, lower: bool = False) -> bytes:
 
 
 def craft(*, body_c: tuple[bytes, bytes] | None = None, extra: bytes = b"",
-          drop_second: bool = False, cut: int = 0) -> Traffic:
+          drop_second: bool = False, cut: int = 0, reset_server: bool = False) -> Traffic:
     """One client connection, two keep-alive requests; a proxy lowercases the heads and
     sends each request on a server connection of its own (to s1, then s2)."""
     bodies = (b"A" * 300, b"B" * 500)
@@ -52,14 +52,17 @@ def craft(*, body_c: tuple[bytes, bytes] | None = None, extra: bytes = b"",
         r = resp(f"s{k + 1}", bodies[k])
         sv.send(ts + 0.001, False, r, ACK | PSH)
         sv.send(ts + 0.0011, True)
+        if reset_server:  # HAProxy's way: the response is whole, the client not yet served
+            sv.send(ts + 0.0015, True, flags=RST | ACK)
         out = resp(f"s{k + 1}", shown[k], lower=True)
         if cut and k == 1:
             out = out[:-cut]
         cl.send(ts + 0.002, False, out, ACK | PSH)
         cl.send(ts + 0.0021, True)
-        sv.send(ts + 0.01, True, flags=FIN | ACK)  # the pool closes its idle connection
-        sv.send(ts + 0.0101, False, flags=FIN | ACK)
-        sv.send(ts + 0.0102, True)
+        if not reset_server:
+            sv.send(ts + 0.01, True, flags=FIN | ACK)  # the pool closes its idle connection
+            sv.send(ts + 0.0101, False, flags=FIN | ACK)
+            sv.send(ts + 0.0102, True)
         frames_s += sv.frames
         t = ts + 0.003
     if extra:
@@ -136,3 +139,31 @@ def test_an_early_ack_makes_a_splice_lookalike_proxied_only_without_splicing(
     assert rep.path_classes() == ["proxied"] and verdicts(rep, "cross.ack_safety") == ["n/a"]
     rep = check(tr, tmp_path / "ref", kind="reference")
     assert rep.path_classes() == ["spliced"] and "cross.ack_safety" in fails(rep)
+
+
+def test_a_server_reset_after_its_whole_response_passes_fin_rst(tmp_path: Path) -> None:
+    # Seen from HAProxy 2.6 (TC16): RST to the server once the response is whole, while the
+    # client is still being served.
+    rep = check(craft(reset_server=True), tmp_path)
+    assert not fails(rep), fails(rep)
+    details = [f.detail for p in rep.pairs for f in p.findings if f.property == "cross.fin_rst"]
+    assert any("after its responses were complete" in d for d in details), details
+
+
+def test_a_server_reset_mid_response_that_the_client_never_hears_of_fails(
+        tmp_path: Path) -> None:
+    body = b"C" * 2000
+    cl = Convo((CLIENT_IP, 40000), (VIP, VPORT), 0x10000000, 0x20000000)
+    t = cl.handshake(0.0)
+    cl.send(t + 0.01, True, req("/one"), ACK | PSH)
+    sv = Convo((GW_SERVER_IP, 41000), (SERVER_IPS[0], 80), 0x30000000, 0x40000000)
+    ts = sv.handshake(t + 0.011)
+    sv.send(ts, True, req("/one", lower=True), ACK | PSH)
+    r = resp("s1", body)
+    sv.send(ts + 0.001, False, r[:800], ACK)  # the response is half sent ...
+    sv.send(ts + 0.0011, True)
+    sv.send(ts + 0.0015, True, flags=RST | ACK)  # ... when the gateway resets the server
+    cl.send(ts + 0.002, False, r[:800], ACK)  # the client keeps its half, and no close
+    cl.send(ts + 0.0021, True)
+    rep = check(Traffic(cl.frames, sv.frames, meta={}), tmp_path)
+    assert "came mid-exchange" in fails(rep)["cross.fin_rst"], fails(rep)
