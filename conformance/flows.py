@@ -18,7 +18,11 @@ import gc
 import heapq
 import socket
 import struct
+from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain, compress
+from operator import not_
 from pathlib import Path
 from typing import Any
 
@@ -440,7 +444,10 @@ def read_leg(path: str | Path, leg: str = "client") -> Leg:
     """Decode ``path`` and rebuild its TCP connections; raises ``PcapError`` only for files
     that cannot be read at all (everything else becomes a note)."""
     cap = open_capture(path)
-    return leg_from_capture(cap, leg)
+    try:
+        return leg_from_capture(cap, leg)
+    finally:
+        cap.close()
 
 
 def leg_from_capture(cap: Capture, leg: str) -> Leg:
@@ -454,6 +461,17 @@ def leg_from_capture(cap: Capture, leg: str) -> Leg:
             gc.enable()
 
 
+_FAST = struct.Struct("!12xHBxH2xHxB10xHHIIBBHH")
+"""An untagged Ethernet frame up to the TCP checksum: EtherType, IPv4 version/IHL, total
+length, flags/fragment offset, protocol (addresses are read as one slice), TCP ports,
+sequence, acknowledgement, data offset, flags, window, checksum."""
+_FAST_TS = struct.Struct(_FAST.format + "2xIII")
+"""``_FAST`` plus the first four option bytes, TSval and TSecr (a 32-byte TCP header
+holding NOP NOP TS, the shape of nearly every segment once timestamps are on)."""
+_NOP_NOP_TS_WORD = 0x0101080A
+_M6144, _M3072, _M1536, _M768 = ((1 << k) - 1 for k in (6144, 3072, 1536, 768))
+
+
 def _leg_from_capture(cap: Capture, leg: str) -> Leg:
     dec = _Decoder(cap.path)
     frame = dec.frame
@@ -461,53 +479,116 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
     conns: list[Conn] = []
     by_key: dict[tuple[str, int, str, int], tuple[Conn, int]] = {}
     get = by_key.get
+    # The same lookup keyed by the raw 12 bytes of addresses and ports as they sit in an
+    # IPv4 frame (one slice, no address decoding), for the fast path's non-SYN segments:
+    # key -> (segs, from_client, direction, source, destination, address sum), where the
+    # lists are those of the connection ``by_key`` maps that 4-tuple to. ``by_key`` changes
+    # only in ``_place``; after each call the two affected keys are refreshed here (or, for
+    # a frame decoded by the general path, the whole map is dropped).
+    fast: dict[bytes, tuple[list[Seg], bytearray, int, str, str, int]] = {}
+    fget = fast.get
     addr = dec.addr
-    v4 = _V4.unpack_from
-    tcph = _TCP.unpack_from
-    tsopt = _TS.unpack_from
+    fast_ts = _FAST_TS.unpack_from
+    fast_hdr = _FAST.unpack_from
     from_bytes = int.from_bytes
-    nnts = _NOP_NOP_TS
+    m6144, m3072, m1536, m768 = _M6144, _M3072, _M1536, _M768
+    nnts = _NOP_NOP_TS_WORD
     tcp = 0
-    for index, t, lt, off, incl, orig in cap.records():
-        seg = None
+    # Classic pcap records are walked here (the file's bulk); pcapng through ``records()``.
+    classic = cap.format == "pcap"
+    it = None if classic else cap.records()
+    end_of_data = len(data)
+    lt = cap.linktype or 0
+    scale = 0.0
+    rec: Any = None
+    if classic:
+        rec_struct, scale = cap.pcap_layout()
+        rec = rec_struct.unpack_from
+    index = 0
+    nxt = 24  # next classic record header
+    while True:
+        if it is None:
+            if nxt >= end_of_data:
+                break
+            index += 1
+            if nxt + 16 > end_of_data:
+                cap._truncated(index, f"record header has {end_of_data - nxt} of 16 bytes")
+                index -= 1
+                break
+            sec, frac, incl, orig = rec(data, nxt)
+            off = nxt + 16
+            nxt = off + incl
+            if nxt > end_of_data:
+                cap.cut_record(index, off, incl)
+                index -= 1
+                break
+            t = sec + frac * scale
+        else:
+            r = next(it, None)
+            if r is None:
+                break
+            index, t, lt, off, incl, orig = r
         # fast path: Ethernet, IPv4 without options or fragmentation, whole frame captured
-        if lt == 1 and data[off + 12] == 8 and data[off + 13] == 0 and incl == orig \
-                and incl >= 54:
-            p = off + 14
-            vihl, total, _id, frag, _ttl, proto, src, dst = v4(data, p)
-            if vihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40 \
-                    and p + total <= off + incl:
-                t0 = p + 20
-                end = p + total
-                sport, dport, seq, ack, doff, flags, win, csum = tcph(data, t0)
+        if lt == 1 and incl == orig and incl >= 54:
+            if incl >= 66:
+                etype, vihl, total, frag, proto, sport, dport, seq, ack, doff, flags, win, \
+                    csum, optw, tsval, tsecr = fast_ts(data, off)
+            else:
+                etype, vihl, total, frag, proto, sport, dport, seq, ack, doff, flags, win, \
+                    csum = fast_hdr(data, off)
+                optw = tsval = tsecr = 0
+            if etype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF \
+                    and 40 <= total <= incl - 14:
                 thl = (doff >> 4) * 4
                 if 20 <= thl <= total - 20:
-                    sa = addr.get(src) or dec._a(src)
-                    da = addr.get(dst) or dec._a(dst)
+                    p = off + 14
+                    t0 = p + 20
+                    hp = t0 + thl
+                    end = p + total
+                    key = data[p + 12:p + 24]  # source, destination, ports
+                    ent = fget(key)
+                    if ent is None:
+                        sa = addr.get(key[:4]) or dec._a(key[:4])
+                        da = addr.get(key[4:8]) or dec._a(key[4:8])
+                        src, dst, asum = sa[0], da[0], sa[1] + da[1]
+                    else:
+                        src, dst, asum = ent[3], ent[4], ent[5]
                     mss = wscale = ts = None
                     sack_perm = False
                     sack = ()
                     unknown = ()
-                    if thl == 32 and data[t0 + 20:t0 + 24] == nnts:
-                        ts = tsopt(data, t0 + 24)
+                    if thl == 32 and optw == nnts:
+                        ts = (tsval, tsecr)
                     elif thl > 20:
                         mss, wscale, sack_perm, sack, ts, unknown, bad = _options(
-                            data, t0 + 20, t0 + thl)
+                            data, t0 + 20, hp)
                         if bad:
                             dec.note("with malformed TCP options", index)
-                    payload = data[t0 + thl:end]
-                    seglen = total - 20
+                    payload = data[hp:end]
                     # One sum over the IPv4 header and the TCP segment: a valid IPv4 header
                     # sums to 0 (mod 0xffff), so the total checks the TCP checksum and the
                     # header's together; only a failure needs them apart. (An error in both
                     # that cancels out would need deltas summing to 0 mod 0xffff; a NAT that
                     # fixes neither checksum leaves 2*delta, nonzero since 0xffff is odd.)
-                    n = from_bytes(data[p:end], "big")
-                    if seglen & 1:
-                        n <<= 8
-                    if total > 200:
-                        n = _shrink(n)
-                    ps = sa[1] + da[1] + 6 + seglen
+                    # The headers and the payload are summed apart, so the payload is read
+                    # from the slice the segment keeps: as 2**16 == 1 (mod 0xffff), the
+                    # headers (an even length) need no shift, and an odd payload, padded
+                    # with a zero byte, is the payload times 2**8.
+                    n = from_bytes(data[p:hp], "big")
+                    plen = end - hp
+                    if plen:
+                        v = from_bytes(payload, "big")
+                        if plen > 96:
+                            if plen > 1536:
+                                v = _shrink(v)
+                            else:
+                                if plen > 768:
+                                    v = (v >> 6144) + (v & m6144)
+                                v = (v >> 3072) + (v & m3072)
+                                v = (v >> 1536) + (v & m1536)
+                                v = (v >> 768) + (v & m768)
+                        n += v << 8 if plen & 1 else v
+                    ps = asum + 6 + total - 20
                     if (n + ps) % 0xFFFF == 0:
                         checksum = "ok"
                     elif from_bytes(data[p:t0], "big") % 0xFFFF:
@@ -516,23 +597,35 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
                         checksum = "partial"
                     else:
                         checksum = "bad"
-                    seg = Seg(index, t, sa[0], da[0], sport, dport, seq, ack, flags, win,
-                              payload, mss, wscale, sack_perm, sack, ts, unknown, checksum,
-                              total, False)
+                    seg = Seg(index, t, src, dst, sport, dport, seq, ack, flags, win, payload,
+                              mss, wscale, sack_perm, sack, ts, unknown, checksum, total,
+                              False)
                     tcp += 1
-                    if not flags & SYN:  # the common case, from locals: no attribute loads
-                        hit = get((sa[0], sport, da[0], dport))
-                        if hit is not None:
-                            c, d = hit
-                            c.segs.append(seg)
-                            c.from_client.append(d)
-                            continue
-                    _place(seg, get((sa[0], sport, da[0], dport)), conns, by_key, leg)
+                    if ent is not None and not flags & SYN:  # the common case
+                        ent[0].append(seg)
+                        ent[1].append(ent[2])
+                        continue
+                    k = (src, sport, dst, dport)
+                    hit = get(k)
+                    if hit is not None and not flags & SYN:
+                        c, d = hit
+                        c.segs.append(seg)
+                        c.from_client.append(d)
+                    else:
+                        _place(seg, hit, conns, by_key, leg)
+                    hit = get(k)
+                    if hit is not None:
+                        c, d = hit
+                        fast[key] = (c.segs, c.from_client, d, src, dst, asum)
+                    hit = get((dst, dport, src, sport))
+                    if hit is not None:
+                        c, d = hit
+                        fast[key[4:8] + key[:4] + key[10:12] + key[8:10]] = (
+                            c.segs, c.from_client, d, dst, src, asum)
                     continue
+        seg = frame(data, lt, off, off + incl, orig, index, t)
         if seg is None:
-            seg = frame(data, lt, off, off + incl, orig, index, t)
-            if seg is None:
-                continue
+            continue
         tcp += 1
         hit = get((seg.src, seg.sport, seg.dst, seg.dport))
         if hit is not None and not seg.flags & SYN:
@@ -541,6 +634,9 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
             c.from_client.append(d)
             continue
         _place(seg, hit, conns, by_key, leg)
+        fast.clear()
+    if classic:
+        cap.packets = index
     notes = list(cap.notes) + dec.notes()
     if dec.non_tcp:
         notes.append(f"{cap.path}: {dec.non_tcp} frame(s) not TCP (ignored)")
@@ -614,30 +710,32 @@ def rebuild(c: Conn) -> None:
     """Fill a connection's derived fields from its segments (one pass plus reassembly)."""
     segs, dirs = c.segs, c.from_client
     syn_c = syn_s = None
-    isn_s_values: set[int] = set()
     first_seq: list[int | None] = [None, None]  # [s2c, c2s]
     fin: list[Seg | None] = [None, None]
     rst: list[Seg] = []
-    first_data = None
     for i, s in enumerate(segs):
-        d = dirs[i]
         f = s.flags
+        if not f & (SYN | FIN | RST):  # most segments: nothing to note
+            continue
+        d = dirs[i]
         if f & SYN:
             if d and not f & ACK:
                 if syn_c is None:
                     syn_c = s
-            elif not d:
-                if syn_s is None:
-                    syn_s = s
-                isn_s_values.add(s.seq)
-        if first_seq[d] is None and not f & RST:
-            first_seq[d] = s.seq
+            elif not d and syn_s is None:
+                syn_s = s
         if f & FIN and fin[d] is None:
             fin[d] = s
         if f & RST:
             rst.append(s)
-        if first_data is None and s.payload:
-            first_data = s.time
+    # the first sequence number each side sent outside a RST (usually the first segments)
+    for i, s in enumerate(segs):
+        d = dirs[i]
+        if first_seq[d] is None and not s.flags & RST:
+            first_seq[d] = s.seq
+            if first_seq[1 - d] is not None:
+                break
+    first_data = next((s.time for s in segs if s.payload), None)
     c.syn_time = syn_c.time if syn_c else None
     c.first_data_time = first_data
     c.isn_c = syn_c.seq if syn_c else None
@@ -681,18 +779,47 @@ def rebuild(c: Conn) -> None:
 
 def _reassemble(c: Conn, want: int, base: int | None,
                 name: str) -> tuple[bytes, list[tuple[int, int]]]:
-    """One direction's byte stream by relative offset; records gaps and conflicting copies."""
+    """One direction's byte stream by relative offset; records gaps and conflicting copies.
+
+    Streams are nearly always captured in order, retransmissions aside: those are joined
+    once at the end (no growing buffer, no final copy) while exact copies of a piece already
+    taken are skipped; anything else goes on in ``_reassemble_any`` from there."""
     if base is None:
         return b"", []
-    buf = bytearray()
+    dirs = c.from_client
+    mine = compress(c.segs, dirs if want else map(not_, dirs))
+    pieces: list[bytes] = []
+    starts: list[int] = []  # stream offset of each piece
     nxt = 0
+    for s in mine:
+        p = s.payload
+        if not p:
+            continue
+        rel = (s.seq + (1 if s.flags & SYN else 0) - base) & M32
+        if rel == nxt:
+            pieces.append(p)
+            starts.append(rel)
+            nxt += len(p)
+            continue
+        if rel < nxt:  # a retransmission: an exact copy of a piece is nothing new
+            j = bisect_left(starts, rel)
+            if j < len(starts) and starts[j] == rel and pieces[j] == p:
+                continue
+        return _reassemble_any(c, chain((s,), mine), base, name,
+                               bytearray(b"".join(pieces)), nxt)
+    return b"".join(pieces), []
+
+
+def _reassemble_any(c: Conn, segs: Iterator[Seg], base: int, name: str, buf: bytearray,
+                    nxt: int) -> tuple[bytes, list[tuple[int, int]]]:
+    """Reassembly of ``segs`` (one direction's, in capture order) onto ``buf``, which holds
+    the stream up to offset ``nxt``: gaps zero-filled, overlaps compared."""
     pending: list[tuple[int, int, bytes]] = []  # heap of (offset, frame, bytes)
     conflicts = c.conflicts
-    dirs = c.from_client
     before = 0
-    for i, s in enumerate(c.segs):
+    for s in segs:
         p = s.payload
-        if not p or dirs[i] != want:
+        if not p:
             continue
         rel = (s.seq + (1 if s.flags & SYN else 0) - base) & M32
         if rel >= HALF:  # starts before offset 0
