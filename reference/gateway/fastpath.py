@@ -233,7 +233,12 @@ class FastPath:
 
     def _arm(self, s: FastSession, now: float) -> None:
         st = s.proxy.state
-        if st is S.SERVER_OPENING:
+        if st is S.SPLICED:  # the steady state, first (the same rule as the last branch)
+            want = s.last_active + self.cfg.idle_timeout
+            if s.deadline is not None and now < s.deadline <= want:
+                return
+            s.deadline = want
+        elif st is S.SERVER_OPENING:
             if s.deadline is None or s.deadline <= now:
                 s.deadline = now + self.cfg.open_timeout * (1 << min(s.open_tries, 6))
         elif st is S.CLOSING:
@@ -439,8 +444,9 @@ class FastPath:
         ack_flag = pkt.flags & ACK
         ts = sp.timestamps and pkt.tsval is not None
         plen = len(pkt.payload)
-        self.gw.stats.relayed_segments += 1
-        self.gw.stats.bytes_client_to_server += plen
+        stats = self.gw.stats
+        stats.relayed_segments += 1
+        stats.bytes_client_to_server += plen
         if pkt.tsval is not None:
             s.proxy.client.ts_recent = pkt.tsval
         if pkt.flags & FIN:
@@ -485,8 +491,9 @@ class FastPath:
             return [self.gw.emit("server", self._build_server(s, seg))]
         ts = sp.timestamps and pkt.tsval is not None
         plen = len(pkt.payload)
-        self.gw.stats.relayed_segments += 1
-        self.gw.stats.bytes_server_to_client += plen
+        stats = self.gw.stats
+        stats.relayed_segments += 1
+        stats.bytes_server_to_client += plen
         if pkt.flags & FIN:
             s.server_fin_end = seq_add(pkt.seq, plen + 1)
         if pkt.flags & ACK and s.client_fin_end is not None and \
