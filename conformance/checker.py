@@ -183,9 +183,17 @@ def _context(policy: Any, capabilities: Capabilities | None, kind: str | None) -
 def judge_leg(leg: Leg, ctx: Context) -> list[ConnResult]:
     """Per-leg findings of every connection of ``leg`` (registered leg properties)."""
     props = by_scope("leg")
+    # the registered leg_checks judges each pick one finding of ``leg_checks.analyse``:
+    # ask it once per connection rather than through ten calls
+    pids = [getattr(p.judge, "leg_pid", None) for p in props]
+    analyse = leg_checks.analyse if all(pids) else None
     out = []
     for c in leg.conns:
-        findings = [p.judge(c, ctx) for p in props]
+        if analyse is not None:
+            got = analyse(c)
+            findings = [got[pid] for pid in pids]
+        else:
+            findings = [p.judge(c, ctx) for p in props]
         for f in findings:
             if f.packets:
                 f.packets = tuple((leg.leg, i) for _, i in f.packets)

@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import attrgetter, not_
+from operator import attrgetter, itemgetter, not_
 from typing import Any
 
 from conformance.flows import ACK, FIN, RST, SYN, Conn, Leg, Seg
@@ -186,9 +186,9 @@ def _acks(conn: Conn, c2s: bool) -> list[tuple[float, int, Seg]]:
         if b is None:
             got = []
         else:
-            off = HALF - b
-            got = [(s.time, ((s.ack + off) & M32) - HALF, s) for s in _sent(conn, not c2s)
-                   if s.flags & (ACK | RST) == ACK]
+            off = HALF - b  # literals below: M32, HALF, ACK | RST, ACK (a hot loop)
+            got = [(s.time, ((s.ack + off) & 0xFFFFFFFF) - 0x80000000, s)
+                   for s in _sent(conn, not c2s) if s.flags & 0x14 == 0x10]
         conn.cache[key] = got
     return got  # type: ignore[no-any-return]
 
@@ -201,9 +201,7 @@ def _peer_data_acked(conn: Conn, c2s: bool, until: float | None = None) -> int:
     fin = _fin_offset(conn, c2s)
     best = 0
     if until is None:
-        for _, r, _ in _acks(conn, c2s):
-            if r > best:
-                best = r
+        best = max(0, max(map(_SECOND, _acks(conn, c2s)), default=0))
     else:
         for t, r, _ in _acks(conn, c2s):
             if t > until:
@@ -215,6 +213,9 @@ def _peer_data_acked(conn: Conn, c2s: bool, until: float | None = None) -> int:
     if until is None:
         conn.cache[key] = best
     return best
+
+
+_SECOND = itemgetter(1)
 
 
 def _leg_frames(leg: str, *idx: int | None) -> tuple[tuple[str, int], ...]:
@@ -561,8 +562,8 @@ def _in_place(p: Pair, c2s: bool) -> tuple[bool, str]:
     b0 = _base(src, c2s)
     if b0 is not None:
         off = HALF - b0
-        got = [(s.time, r, r + len(s.payload)) for s in _data(src, c2s)
-               for r in (((s.seq + off) & M32) - HALF,)]
+        got = [(s.time, r := ((s.seq + off) & 0xFFFFFFFF) - 0x80000000, r + len(s.payload))
+               for s in _data(src, c2s)]  # literals: M32, HALF
         got.sort()
     starts: list[int] = []  # sorted starts of segments received so far
     ends: dict[int, int] = {}  # start -> furthest end received from it
@@ -572,19 +573,20 @@ def _in_place(p: Pair, c2s: bool) -> tuple[bool, str]:
     if sent and b1 is None:
         return False, "stream base unknown"
     off = HALF - (b1 or 0)
+    insort, bisect_right = bisect.insort, bisect.bisect_right
     for s in sent:
         t = s.time
         while k < ngot and got[k][0] <= t:
             _, a, b = got[k]
             if a not in ends:
-                bisect.insort(starts, a)
+                insort(starts, a)
                 ends[a] = b
             elif b > ends[a]:
                 ends[a] = b
             k += 1
-        r = ((s.seq + off) & M32) - HALF
+        r = ((s.seq + off) & 0xFFFFFFFF) - 0x80000000
         end = r + len(s.payload)
-        j = bisect.bisect_right(starts, r)
+        j = bisect_right(starts, r)
         if j and ends[starts[j - 1]] >= end:  # the usual case, the nearest start
             continue
         # segments overlap only through retransmissions: the few nearest starts suffice
@@ -614,12 +616,14 @@ def _acks_follow_client(p: Pair) -> tuple[bool, str]:
     acknowledged by then (the handshake aside)."""
     assert p.client is not None and p.server is not None
     client_acks = _acks(p.client, False)
-    best, k = 0, 0
+    best, k, nacks = 0, 0, len(client_acks)
     for t, r, s in _acks(p.server, False):
-        while k < len(client_acks) and client_acks[k][0] <= t:
-            best = max(best, client_acks[k][1])
+        while k < nacks and client_acks[k][0] <= t:
+            v = client_acks[k][1]
+            if v > best:
+                best = v
             k += 1
-        if r > 0 and r > best:
+        if r > best and r > 0:
             return False, (f"server-leg frame {s.index} acknowledges response offset {r}, "
                            f"the client had acknowledged {best}")
     return True, ""
@@ -705,7 +709,20 @@ def judge_continuity(p: Pair, ctx: Context) -> Finding:
         return _f(pid, "n/a", "a full proxy owns the client's sequence space")
     c = p.client
     gw = _sent(c, False)
-    synacks = [s for s in gw if s.flags & SYN]
+    # one pass for the SYN-ACKs and the first data or FIN before the stream start
+    synacks = []
+    early = None
+    b0 = c.base_s2c
+    off = HALF - (b0 or 0)
+    for s in gw:
+        f = s.flags
+        if f & 0x06:  # SYN | RST
+            if f & 0x02:
+                synacks.append(s)
+            continue
+        if early is None and b0 is not None and (s.payload or f & 0x01) \
+                and ((s.seq + off) & 0xFFFFFFFF) - 0x80000000 < 0:  # M32, HALF
+            early = s
     if not synacks:
         return _f(pid, "unknown", "the gateway's SYN-ACK was not captured")
     isn = synacks[0].seq
@@ -714,16 +731,10 @@ def judge_continuity(p: Pair, ctx: Context) -> Finding:
             return _f(pid, "fail", f"second SYN-ACK (frame {s.index}) with ISN {s.seq}, the "
                       f"first (frame {synacks[0].index}) had {isn}",
                       _leg_frames("client", synacks[0].index, s.index))
-    b0 = c.base_s2c
-    if b0 is not None:
-        off = HALF - b0
-        for s in gw:
-            f = s.flags
-            if f & (SYN | RST) or not (s.payload or f & FIN):
-                continue
-            if ((s.seq + off) & M32) - HALF < 0:
-                return _f(pid, "fail", f"frame {s.index}: gateway seq {s.seq} is before its "
-                          f"SYN-ACK ISN {isn} + 1", _leg_frames("client", s.index))
+    if early is not None:
+        s = early
+        return _f(pid, "fail", f"frame {s.index}: gateway seq {s.seq} is before its "
+                  f"SYN-ACK ISN {isn} + 1", _leg_frames("client", s.index))
     acked_over = _peer_data_acked(c, False)
     for a, b in c.gaps_s2c:
         if acked_over < b:
@@ -732,7 +743,7 @@ def judge_continuity(p: Pair, ctx: Context) -> Finding:
                       f"[{a}, {b}) (next data frame {fr}); the client never acknowledged "
                       "past them, so they were never sent", _leg_frames("client", fr))
     server_rst = [s for s in p.server.rst]
-    client_rst = [s for s in _sent(c, True) if s.flags & RST]
+    client_rst = [s for s in _sent(c, True) if s.flags & RST] if c.rst else []
     for s in gw if c.rst else ():
         if not s.flags & RST:
             continue
@@ -764,14 +775,14 @@ def judge_ack_safety(p: Pair, ctx: Context) -> Finding:
     if cls != "spliced":
         return _f(pid, "n/a", f"path is {cls}, not spliced")
     server_acks = _acks(p.server, True)
-    best, k = 0, 0
+    best, k, nacks = 0, 0, len(server_acks)
     best_frame = None
     for t, r, s in _acks(p.client, True):
-        while k < len(server_acks) and server_acks[k][0] <= t:
+        while k < nacks and server_acks[k][0] <= t:
             if server_acks[k][1] > best:
                 best, best_frame = server_acks[k][1], server_acks[k][2].index
             k += 1
-        if s.flags & SYN or r <= 0:
+        if r <= 0 or s.flags & 0x02:  # SYN
             continue
         if r > best:
             return _f(pid, "fail", f"client-leg frame {s.index} acknowledges request offset "
@@ -831,9 +842,13 @@ def judge_fin_rst(p: Pair, ctx: Context) -> Finding:
                       "sent", _leg_frames(dst.leg, fin.index))
         notes.append(f"{'c2s' if c2s else 's2c'} FIN at offset {F}")
     legs = {"client": p.client, "server": p.server}
-    # a full proxy may keep an idle server connection for reuse once the exchange is done
-    done = p.client.stream_c2s == p.server.stream_c2s and \
-        p.client.stream_s2c == p.server.stream_s2c
+    client, server = p.client, p.server
+
+    def done() -> bool:
+        """A full proxy may keep an idle server connection for reuse once the exchange is
+        done (asked only after a peer's RST: comparing the streams is not free)."""
+        return client.stream_c2s == server.stream_c2s and \
+            client.stream_s2c == server.stream_s2c
     for leg, conn in legs.items():
         other_leg = "server" if leg == "client" else "client"
         other = legs[other_leg]
@@ -851,7 +866,7 @@ def judge_fin_rst(p: Pair, ctx: Context) -> Finding:
             t0 = peer_rst[0].time
             if not _finished_before(other, t0) and not other_rst and not any(
                     s.flags & FIN and s.time >= t0 for s in gw_other) and not (
-                    done and classify(p) == "proxied"):
+                    done() and classify(p) == "proxied"):
                 return _f(pid, "fail", f"the {leg} peer's RST (frame {peer_rst[0].index}) "
                           f"was not followed by a RST or FIN from the gateway to the "
                           f"{other_leg} peer", _leg_frames(leg, peer_rst[0].index))

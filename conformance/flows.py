@@ -493,7 +493,6 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
     from_bytes = int.from_bytes
     m6144, m3072, m1536, m768 = _M6144, _M3072, _M1536, _M768
     nnts = _NOP_NOP_TS_WORD
-    tcp = 0
     # Classic pcap records are walked here (the file's bulk); pcapng through ``records()``.
     classic = cap.format == "pcap"
     it = None if classic else cap.records()
@@ -550,20 +549,9 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
                     if ent is None:
                         sa = addr.get(key[:4]) or dec._a(key[:4])
                         da = addr.get(key[4:8]) or dec._a(key[4:8])
-                        src, dst, asum = sa[0], da[0], sa[1] + da[1]
+                        asum = sa[1] + da[1]
                     else:
-                        src, dst, asum = ent[3], ent[4], ent[5]
-                    mss = wscale = ts = None
-                    sack_perm = False
-                    sack = ()
-                    unknown = ()
-                    if thl == 32 and optw == nnts:
-                        ts = (tsval, tsecr)
-                    elif thl > 20:
-                        mss, wscale, sack_perm, sack, ts, unknown, bad = _options(
-                            data, t0 + 20, hp)
-                        if bad:
-                            dec.note("with malformed TCP options", index)
+                        asum = ent[5]
                     payload = data[hp:end]
                     # One sum over the IPv4 header and the TCP segment: a valid IPv4 header
                     # sums to 0 (mod 0xffff), so the total checks the TCP checksum and the
@@ -597,11 +585,32 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
                         checksum = "partial"
                     else:
                         checksum = "bad"
+                    if ent is not None and thl == 32 and optw == nnts and not flags & SYN:
+                        # the common case: a known connection, timestamps the only option
+                        ent[0].append(Seg(index, t, ent[3], ent[4], sport, dport, seq, ack,
+                                          flags, win, payload, None, None, False, (),
+                                          (tsval, tsecr), (), checksum, total, False))
+                        ent[1].append(ent[2])
+                        continue
+                    if ent is None:
+                        src, dst = sa[0], da[0]
+                    else:
+                        src, dst = ent[3], ent[4]
+                    mss = wscale = ts = None
+                    sack_perm = False
+                    sack = ()
+                    unknown = ()
+                    if thl == 32 and optw == nnts:
+                        ts = (tsval, tsecr)
+                    elif thl > 20:
+                        mss, wscale, sack_perm, sack, ts, unknown, bad = _options(
+                            data, t0 + 20, hp)
+                        if bad:
+                            dec.note("with malformed TCP options", index)
                     seg = Seg(index, t, src, dst, sport, dport, seq, ack, flags, win, payload,
                               mss, wscale, sack_perm, sack, ts, unknown, checksum, total,
                               False)
-                    tcp += 1
-                    if ent is not None and not flags & SYN:  # the common case
+                    if ent is not None and not flags & SYN:
                         ent[0].append(seg)
                         ent[1].append(ent[2])
                         continue
@@ -626,7 +635,6 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
         seg = frame(data, lt, off, off + incl, orig, index, t)
         if seg is None:
             continue
-        tcp += 1
         hit = get((seg.src, seg.sport, seg.dst, seg.dport))
         if hit is not None and not seg.flags & SYN:
             c, d = hit
@@ -637,6 +645,7 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
         fast.clear()
     if classic:
         cap.packets = index
+    tcp = sum(len(c.segs) for c in conns)  # every TCP segment joined a connection
     notes = list(cap.notes) + dec.notes()
     if dec.non_tcp:
         notes.append(f"{cap.path}: {dec.non_tcp} frame(s) not TCP (ignored)")

@@ -54,8 +54,12 @@ def _side(d: int) -> str:
     return "client" if d else "server"
 
 
-def analyse(c: Conn) -> dict[str, Finding]:
-    """Judge every leg property on ``c`` in one pass; cached in ``c.judged``."""
+def analyse(c: Conn, fast: bool = True) -> dict[str, Finding]:
+    """Judge every leg property on ``c`` in one pass; cached in ``c.judged``.
+
+    Segments with ACK and none of SYN, FIN, RST (nearly all of them) take a fast path: the
+    general body with those flag tests decided, so every finding is the same as without it
+    (``fast=False``, which the tests compare against)."""
     if c.judged is not None:
         return c.judged
     segs, dirs = c.segs, c.from_client
@@ -93,13 +97,113 @@ def analyse(c: Conn) -> dict[str, Finding]:
     unknown_opts: set[int] = set()
     hs = bad["leg.handshake"]
     isn_c, isn_s = c.isn_c, c.isn_s
+    hs_captured = c.handshake_captured
+    ev_ack, ev_win, ev_mss = bad["leg.ack_unseen"], bad["leg.window"], bad["leg.mss"]
+    ev_fin, ev_opt, ev_ts = bad["leg.fin"], bad["leg.options"], bad["leg.ts_monotonic"]
+    # unjudged counts of the fast path, added to ``unjudged`` at the end
+    u_ack = u_win = u_mss = u_opt = u_ts = 0
+    plain = 0x17 if fast else 0  # ACK | SYN | FIN | RST; 0 never matches ACK
     for i, s in enumerate(segs):
         d = dirs[i]
         p = 1 - d
         f = s.flags
         seq, ack, idx = s.seq, s.ack, s.index
         n = len(s.payload)
-        checks[s.checksum] += 1
+        cs = s.checksum
+        if cs != "ok":  # the "ok" count is not reported
+            checks[cs] += 1
+        if f & plain == ACK:
+            # ---- the general body below, for ACK without SYN, FIN, RST -----------------
+            if d and not client_acked_synack and synack_seen and isn_s is not None:
+                client_acked_synack = True
+                if 0 < ((isn_s + 1 - ack) & M32) < HALF:
+                    hs.add(idx, f"the client's first segment after the SYN-ACK acknowledges "
+                                f"{ack}, expected {(isn_s + 1) & M32}")
+            if n and hs_captured:
+                if d and not synack_seen:
+                    hs.add(idx, "client data before any SYN-ACK")
+                elif not d and not client_acked_synack:
+                    hs.add(idx, "server data before the client completed the handshake")
+            h = hi[p]
+            if h is None:
+                u_ack += 1
+            elif 0 < ((ack - h) & M32) < HALF:
+                ev_ack.add(idx, f"{_side(d)} acknowledges {ack}, the {_side(p)} sent only "
+                                f"up to {h}")
+            fs = fin_seq[p]
+            if fs is not None and ack == (fs + 1) & M32:
+                fin_acked[p] = True
+            end = (seq + n) & M32
+            if n:
+                r = right[d]
+                if r is None or not ws_known:
+                    u_win += 1
+                elif 0 < ((end - r) & M32) < HALF and not (n == 1 and end == (r + 1) & M32):
+                    ev_win.add(idx, f"{_side(d)} data up to {end} beyond the right edge {r} "
+                                    f"the {_side(p)} advertised")
+                lim = peer_mss[d]
+                if lim is None:
+                    u_mss += 1
+                elif n > lim and (s.ip_len <= MTU or s.fragment):
+                    ev_mss.add(idx, f"{_side(d)} sent {n} bytes, the {_side(p)}'s MSS is "
+                                    f"{lim} (IP length {s.ip_len})")
+                fs = fin_seq[d]
+                if fs is not None and 0 < ((end - fs) & M32) < HALF:
+                    ev_fin.add(idx, f"{_side(d)} data up to {end} after its FIN at {fs}")
+            if s.mss is not None or s.wscale is not None or s.sack_perm:
+                ev_opt.add(idx, f"{_side(d)} sent MSS/window scale/SACK-permitted on a "
+                                "non-SYN segment")
+            if s.sack:
+                if sack_ok is None:
+                    u_opt += 1
+                elif not sack_ok:
+                    ev_opt.add(idx, f"{_side(d)} sent SACK blocks without SACK having been "
+                                    "negotiated")
+            tsv = s.ts
+            if s.unknown_options:
+                unknown_opts.update(s.unknown_options)
+            if ts_ok is None:
+                if tsv is not None:
+                    u_opt += 1
+            elif ts_ok:
+                if tsv is None:
+                    ev_opt.add(idx, f"{_side(d)} segment without timestamps after "
+                                    "negotiating them (RFC 7323 §3.2)")
+            elif tsv is not None:
+                ev_opt.add(idx, f"{_side(d)} sent timestamps that were not negotiated")
+            a = ackmax[d]
+            if tsv is not None:
+                ts_seen = True
+                v = tsv[0]
+                m = tsmax[d]
+                if m is None or 0 < ((v - m) & M32) < HALF:
+                    tsmax[d] = v
+                elif v != m:
+                    h = hi[d]
+                    new_data = h is not None and 0 < ((end - h) & M32) < HALF
+                    new_ack = a is not None and 0 < ((ack - a) & M32) < HALF
+                    ack_not_older = a is None or ((ack - a) & M32) < HALF
+                    data_not_older = h is None or ((end - h) & M32) < HALF
+                    newer = (new_data and ack_not_older) or (new_ack and data_not_older)
+                    if newer and disorder[d]:
+                        u_ts += 1
+                    elif newer:
+                        ev_ts.add(idx, f"{_side(d)} TSval {v} after {m} on a segment with "
+                                       "new data or a new ACK")
+            if a is None or 0 < ((ack - a) & M32) < HALF:
+                ackmax[d] = ack
+            w = s.window << ws[d]
+            lastwin[d] = w
+            edge = (ack + w) & M32
+            r = right[p]
+            if r is None or 0 < ((edge - r) & M32) < HALF:
+                right[p] = edge
+            h = hi[d]
+            if h is None or 0 < ((end - h) & M32) < HALF:
+                hi[d] = end
+            elif n:
+                disorder[d] = True
+            continue
         # ---- handshake ------------------------------------------------------------------
         if f & SYN:
             syn_seen[d] = True
@@ -244,6 +348,11 @@ def analyse(c: Conn) -> dict[str, Finding]:
                 hi[d] = e
             elif n:
                 disorder[d] = True
+    unjudged["leg.ack_unseen"] += u_ack
+    unjudged["leg.window"] += u_win
+    unjudged["leg.mss"] += u_mss
+    unjudged["leg.options"] += u_opt
+    unjudged["leg.ts_monotonic"] += u_ts
     c.judged = out = _findings(c, bad, unjudged, checks, oow_rsts, fin_seq, fin_acked,
                                ts_seen, unknown_opts, synack_seen)
     for pid, fnd in out.items():
@@ -451,6 +560,7 @@ def _picker(pid: str):
     def judge(conn: Conn, ctx: Context | None = None) -> Finding:
         return analyse(conn)[pid]
     judge.__qualname__ = f"leg_judge[{pid}]"
+    judge.leg_pid = pid  # type: ignore[attr-defined]  # judge_leg reads analyse() directly
     return judge
 
 
