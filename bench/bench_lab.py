@@ -370,7 +370,9 @@ class FastpathGateway(Proxy):
         row["gateway_stats"] = {"sessions_spliced": spliced, "sessions_handed_off": handed,
                                 "handoffs": reasons, "drops": drops,
                                 "socket_kernel_drops": kdrops,
-                                "resets_sent": a["resets_sent"] - b["resets_sent"]}
+                                "resets_sent": a["resets_sent"] - b["resets_sent"],
+                                "sessions_reopened": a.get("sessions_reopened", 0)
+                                - b.get("sessions_reopened", 0)}
         # EARLY_FIN (FIN before any request) comes from connections that carry no request:
         # wrk.resolve() connects once and closes (its address probe), and at the deadline
         # wrk closes connections whose request it has not sent yet (up to one per

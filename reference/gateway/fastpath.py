@@ -300,6 +300,21 @@ class FastPath:
         return out  # RETIRE: nothing to send
 
     @staticmethod
+    def reopened_by(s: FastSession, pkt: codec.Packet) -> bool:
+        """Whether a client SYN starts a new session on the 4-tuple of ``s``, which lingers
+        after both FINs were acknowledged: the server's TCP is in TIME-WAIT or closed, and
+        takes such a SYN as a new incarnation when it is newer, by timestamp with timestamps
+        on (RFC 6191 §2), else by sequence number (RFC 1122 §4.2.2.13). Dropping it, as the
+        table does for a segment in CLOSING, would stall the client for the linger time."""
+        if s.proxy.state is not S.CLOSING or pkt.flags & (ACK | RST) or \
+                not (s.client_fin_acked and s.server_fin_acked) or s.client_fin_end is None:
+            return False
+        c = s.proxy.client
+        if c.negotiated.timestamps and pkt.tsval is not None and c.ts_recent is not None:
+            return bool(seq_lt(c.ts_recent, pkt.tsval))
+        return bool(seq_lt(s.client_fin_end, pkt.seq))
+
+    @staticmethod
     def _rst_in_window(s: FastSession, pkt: codec.Packet) -> bool:
         """Whether a client RST falls in the receive window of whoever answers the client:
         the server once it has acknowledged something through the splice, else the fast path

@@ -27,7 +27,7 @@ from reference.gateway.isn import IsnSource, rfc6528
 from reference.gateway.normalpath import NormalPath, NormalSession
 from reference.gateway.stats import Stats
 from spec.segment import ACK, RST, SYN
-from spec.states import FastPathState
+from spec.states import FastPathState, TcpState
 
 SessionKey = tuple[bytes, int, bytes, int]
 """(remote address, remote port, local address, local port) as seen on one leg."""
@@ -154,8 +154,18 @@ class Gateway:
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
         ns = self.normal_by_client.get(key)
         if ns is not None:
-            return self.normal.from_client(ns, pkt, now)
+            if not (pkt.flags & SYN and self._new_incarnation(ns, pkt)):
+                return self.normal.from_client(ns, pkt, now)
+            # The old session's client side is in TIME-WAIT and its server side is over:
+            # this SYN starts a new session on the same 4-tuple (below).
+            ns.done = True
+            self.retire_normal(ns)
+            self.stats.sessions_reopened += 1
         s = self.client_sessions.get(key)
+        if s is not None and pkt.flags & SYN and self.fast.reopened_by(s, pkt):
+            self.retire_fast(s)  # both FINs are through: a new session on the same 4-tuple
+            self.stats.sessions_reopened += 1
+            s = None
         if s is None:
             service = service_for(self.config._config, pkt.dst_str, pkt.dport)
             if service is None:
@@ -166,6 +176,14 @@ class Gateway:
             self.client_sessions[key] = s
             self.stats.live_fast_records = len(self.client_sessions)
         return self.fast.from_client(s, pkt, buf, now, fragment=fragment)
+
+    @staticmethod
+    def _new_incarnation(ns: NormalSession, pkt: codec.Packet) -> bool:
+        """A SYN the old session's client-side TCP takes as a new incarnation (see
+        ``TcpConnection.reopened_by``), once nothing is left to do on the server side."""
+        server_over = ns.server is None or ns.server.tcb.state in (TcpState.CLOSED,
+                                                                   TcpState.TIME_WAIT)
+        return server_over and ns.client.reopened_by(pkt.to_segment())
 
     def _from_server(self, pkt: codec.Packet, buf: bytearray, now: float) -> list[Action]:
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)

@@ -32,6 +32,9 @@ class Stats:
     """Bytes held in normal-path buffers (plus the fast path's held request segments)."""
     held_request_bytes: int = 0
     resets_sent: int = 0
+    sessions_reopened: int = 0
+    """Sessions a client's newer SYN on the same 4-tuple replaced: a normal-path session in
+    TIME-WAIT, or a fast-path one lingering after both FINs (RFC 6191)."""
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -121,6 +121,19 @@ class TcpConnection(Endpoint):
     def closed(self) -> bool:
         return self.tcb.state is S.CLOSED
 
+    def reopened_by(self, seg: Segment) -> bool:
+        """Whether ``seg`` is a SYN that may open a new incarnation of this connection's
+        4-tuple while it is in TIME-WAIT: with timestamps on both, SEG.TSval > TS.Recent
+        (RFC 6191 §2); otherwise SEG.SEQ > RCV.NXT (RFC 1122 §4.2.2.13). A client's kernel
+        reuses a port as soon as its own side is closed; answering such a SYN with an ACK,
+        as the rest of TIME-WAIT does, would stall that client for 2*MSL."""
+        tcb = self.tcb
+        if tcb.state is not S.TIME_WAIT or seg.flags & (ACK | RST) or not seg.flags & SYN:
+            return False
+        if tcb.ts_enabled and seg.tsval is not None and tcb.ts_recent is not None:
+            return bool(seq_lt(tcb.ts_recent, seg.tsval))
+        return bool(seq_lt(tcb.rcv_nxt, seg.seq))
+
     @property
     def buffered_bytes(self) -> int:
         """Bytes this connection holds: unread, out-of-order and unacknowledged."""
