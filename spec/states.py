@@ -34,7 +34,9 @@ class FastPathState(enum.IntEnum):
     SERVER_FIN = 6
     """Server's FIN relayed; client may still send."""
     CLOSING = 7
-    """Both FINs relayed; lingering to relay the last ACKs."""
+    """Both FINs relayed; lingering to relay the last ACKs. A newer client SYN on the
+    4-tuple (RFC 6191: later timestamp, else later sequence number) ends the record before
+    the table is consulted, so it starts a new session from NO_SESSION."""
     HANDED_OFF = 8
     """The normal path owns the session; the fast path only steers segments to it."""
     CLOSED = 9
