@@ -6,8 +6,10 @@ retransmission in about one connection in fifty, FIN exchanges), writes them onc
 temporary directory, then times in the same run:
 
 * ours: ``conformance.checker.check_pcaps`` on both legs (decode, rebuild, every per-leg
-  and cross-leg judge), once in one process (``workers=1``) and once with the per-leg
-  judges in forked children (``workers=2``, the machine's second core; tshark uses one);
+  and cross-leg judge), once in its default mode (on a machine with two CPUs or more: two
+  processes, the TCP/IPv4 checksums verified in a forked worker while the main process
+  decodes; tshark itself uses one CPU) and once forced to one process (``workers=1``);
+  ``--judges-in-children`` adds ``workers=3`` (the per-leg judges in forked children too);
 * tshark: ``tshark -r FILE -q -z expert`` on each leg (dissection with TCP sequence
   analysis and the expert summary), the nearest tshark equivalent.
 
@@ -200,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-tshark", action="store_true", help="time only the checker")
     ap.add_argument("--profile", action="store_true", help="cProfile the checker run")
     ap.add_argument("--no-parallel", action="store_true",
-                    help="skip the workers=2 run (forked per-leg judges)")
+                    help="time only the forced one-process mode (workers=1)")
+    ap.add_argument("--judges-in-children", action="store_true",
+                    help="also time workers=3 (checksum worker and forked per-leg judges)")
     args = ap.parse_args(argv)
     n = 100_000 if args.quick else args.packets
     tmp = None
@@ -216,11 +220,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = (cp.stat().st_size + sp.stat().st_size) / 1e6
         print(f"generated {total:,} packets ({size:,.0f} MB, two legs) in "
               f"{time.perf_counter() - t0:.1f} s; Python {platform.python_version()}")
-        from conformance.checker import check_pcaps
+        from conformance.checker import check_pcaps, default_workers
 
-        runs = [("checker, 1 process", 1)]
+        runs: list[tuple[str, int | None]] = []
         if not args.no_parallel and not args.profile:
-            runs.append(("checker, 2 processes", 2))
+            if default_workers() > 1:
+                runs.append(("checker default, 2 processes (checksums in a worker)", None))
+            else:
+                runs.append(("checker default, 1 process (no second CPU or no fork)", None))
+        runs.append(("checker forced to 1 process (workers=1)", 1))
+        if args.judges_in_children and not args.profile:
+            runs.append(("checker, workers=3 (+ per-leg judges in children)", 3))
         timed: list[tuple[str, float]] = []
         packets = 0
         for label, workers in runs:
@@ -229,14 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 import cProfile
                 import pstats
                 prof = cProfile.Profile()
-                rep = prof.runcall(check_pcaps, cp, sp)
+                rep = prof.runcall(check_pcaps, cp, sp, workers=workers)
                 pstats.Stats(prof).sort_stats("tottime").print_stats(15)
             else:
                 rep = check_pcaps(cp, sp, workers=workers)
             ours = time.perf_counter() - t0
             packets = sum(rep.packets.values())
             fails = len(rep.failures())
-            print(f"{label:<34} {ours:8.2f} s {packets / ours:>12,.0f} packets/s  "
+            print(f"{label:<54} {ours:8.2f} s {packets / ours:>12,.0f} packets/s  "
                   f"({len(rep.conns)} connections, {len(rep.pairs)} pairs, {fails} failures)")
             if fails:
                 print(rep.render(max_failures=5))
@@ -251,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subprocess.run([tshark, "-r", str(p), "-q", "-z", "expert"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         theirs = time.perf_counter() - t0
-        print(f"{'tshark -q -z expert':<34} {theirs:8.2f} s {packets / theirs:>12,.0f} "
+        print(f"{'tshark -q -z expert (1 process)':<54} {theirs:8.2f} s {packets / theirs:>12,.0f} "
               f"packets/s")
         for label, ours in timed:
             print(f"ratio ({label} / tshark packets per second): {theirs / ours:.2f}x "

@@ -17,16 +17,19 @@ import gc
 import importlib
 import importlib.util
 import marshal
+import mmap
 import multiprocessing
+import os
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conformance import leg_checks
-from conformance.flows import Conn, Leg, read_leg
+from conformance.flows import Conn, Leg, fast_checksums, read_leg, status_buffer_size
+from conformance.pcapio import open_capture
 from conformance.properties import PROPERTIES, Capabilities, Context, Finding, by_scope
 
 RANK = {"pass": 0, "n/a": 0, "unknown": 1, "fail": 2}
@@ -222,17 +225,21 @@ def check_leg(path: str | Path, leg: str = "client", *, policy: Any = None,
 def check_pcaps(client_leg: str | Path, server_leg: str | Path | None = None,
                 policy: Any = None, capabilities: Capabilities | None = None, *,
                 kind: str | None = None, tshark: bool = False,
-                workers: int = 1) -> CheckReport:
+                workers: int | None = None) -> CheckReport:
     """Judge a client-leg capture and (if given) the server-leg capture of the same run.
 
     ``policy`` is a ``conformance.policy`` object or a path to its TOML file; without a
     server leg only the per-leg properties are judged (noted in the report). ``tshark``
     adds tshark's TCP expert analysis as an informational second opinion.
 
-    ``workers=2`` runs each leg's per-leg judges in a forked process while this one reads
-    the other leg and judges across legs: the same report, but copy-on-write page faults
-    and shipping the findings back eat most of the gain (see ``bench/bench_checker.py``),
-    so one process stays the default. Without ``fork`` it is one process anyway.
+    ``workers`` (default: 2 where ``fork`` exists and this process may run on two CPUs or
+    more, else 1): with 2, a forked process verifies the TCP and IPv4 checksums of the
+    frames on the decoder's fast path (``conformance.flows.fast_checksums``) while this one
+    decodes without them, and each status is filled in from a shared buffer of one byte per
+    frame once the leg is read: the same report. A worker that dies, or does not answer in
+    time, leaves the sums to this process (and a note). 3 also runs each leg's per-leg
+    judges in a forked process, which copy-on-write page faults and shipping the findings
+    back make about even (see ``bench/bench_checker.py``). 1 (or no ``fork``) is one process.
     """
     was = gc.isenabled()
     gc.disable()  # millions of long-lived objects: cyclic GC would rescan them all, often
@@ -244,10 +251,24 @@ def check_pcaps(client_leg: str | Path, server_leg: str | Path | None = None,
             gc.enable()
 
 
-def _workers(workers: int) -> int:
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+def _workers(workers: int | None) -> int:
+    if "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    return 2
+    if workers is None:
+        return default_workers()
+    return 1 if workers < 2 else min(workers, 3)
+
+
+def default_workers() -> int:
+    """Processes ``check_pcaps`` uses unless told: 2 (checksums in a worker) where ``fork``
+    exists and this process may run on two CPUs or more, else 1."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
 
 
 def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: Any,
@@ -257,30 +278,42 @@ def _check_pcaps(client_leg: str | Path, server_leg: str | Path | None, policy: 
     ctx = _context(policy, capabilities, kind)
     rep = CheckReport(str(client_leg), str(server_leg) if server_leg is not None else None)
     children: list[_ChildJudge] = []
+    paths = [client_leg] + ([server_leg] if server_leg is not None else [])
+    sums = None
+    if workers > 1:
+        try:
+            sums = _ChecksumWorker(paths)
+        except OSError as e:  # no process to be had (fork failed): the sums stay here
+            rep.notes.append(f"checksum worker not started ({e}); checksums computed in "
+                             "this process")
     try:
-        return _check_into(rep, ctx, client_leg, server_leg, tshark, workers, children, t0)
+        return _check_into(rep, ctx, client_leg, server_leg, tshark, workers, children, t0,
+                           sums)
     finally:
         for ch in children:
             ch.close()
+        if sums is not None:
+            sums.close()
 
 
 def _check_into(rep: CheckReport, ctx: Context, client_leg: str | Path,
                 server_leg: str | Path | None, tshark: bool, workers: int,
-                children: list[_ChildJudge], t0: float) -> CheckReport:
-    # with two workers each leg's per-leg judges run in a child while this process reads
+                children: list[_ChildJudge], t0: float,
+                sums: _ChecksumWorker | None = None) -> CheckReport:
+    # with three workers each leg's per-leg judges run in a child while this process reads
     # the next leg, then pairs and judges across legs
-    legs = {"client": read_leg(client_leg, "client")}
-    if workers > 1:
+    legs = {"client": read_leg(client_leg, "client", sums and sums.statuses_of(0))}
+    if workers > 2:
         children.append(_ChildJudge(legs["client"], ctx))
     if server_leg is not None:
-        legs["server"] = read_leg(server_leg, "server")
-        if workers > 1:
+        legs["server"] = read_leg(server_leg, "server", sums and sums.statuses_of(1))
+        if workers > 2:
             children.append(_ChildJudge(legs["server"], ctx))
     rep.legs = legs
     for name, lg in legs.items():
         rep.packets[name] = lg.packets
         rep.notes += lg.notes
-        if workers == 1:
+        if workers < 3:
             rep.conns += judge_leg(lg, ctx)
     cross = _cross()
     pairs: list[Any] = []
@@ -307,6 +340,102 @@ def _check_into(rep: CheckReport, ctx: Context, client_leg: str | Path,
         rep.info.append(ts.second_opinion(legs, pairs))
     rep.seconds = time.perf_counter() - t0
     return rep
+
+
+WORKER_WAIT = 30.0
+"""Seconds the checker waits for the checksum worker beyond its own reading of a leg, plus
+one per 20 MB of capture; then it computes the sums itself."""
+
+
+def _checksum_worker_main(paths: list[str | Path], bufs: list[mmap.mmap], send: Any) -> None:
+    """The checksum worker: each capture's fast-path statuses into its shared buffer, then
+    b"ok" (or b"er" and why) on ``send``, one message per capture in order."""
+    for path, buf in zip(paths, bufs, strict=True):
+        if not path:
+            send.send_bytes(b"er" + b"checksum worker: capture left to the reader")
+            continue
+        try:
+            cap = open_capture(path)
+        except Exception as e:  # the reader raises it too, or notes why not
+            send.send_bytes(b"er" + f"checksum worker: {e}".encode())
+            continue
+        try:
+            if not isinstance(cap.data, mmap.mmap):
+                send.send_bytes(b"er" + b"checksum worker: capture not memory-mapped")
+                continue
+            fast_checksums(cap, buf)
+            send.send_bytes(b"ok")
+        except Exception as e:
+            send.send_bytes(b"er" + f"checksum worker: {type(e).__name__}: {e}".encode())
+        finally:
+            cap.close()
+
+
+class _ChecksumWorker:
+    """A forked process computing the checksum statuses of each capture's fast-path frames
+    (``conformance.flows.fast_checksums``) into a shared anonymous mapping, one byte per
+    frame, while this process decodes; nothing is pickled. Forked before any leg is read,
+    so the child's copy of this process is small."""
+
+    def __init__(self, paths: list[str | Path]) -> None:
+        sizes = []
+        for p in paths:
+            try:
+                with open(p, "rb") as f:
+                    gz = f.read(2) == b"\x1f\x8b"
+                    sizes.append(0 if gz else os.fstat(f.fileno()).st_size)
+            except OSError:
+                sizes.append(0)  # the reader raises its own error
+        # a gzipped capture (not mapped: read in one process) or an unreadable one is left
+        # to the reader; the worker skips it
+        paths = [p if n else "" for p, n in zip(paths, sizes, strict=True)]
+        self.sizes = sizes
+        self.bufs = [mmap.mmap(-1, status_buffer_size(n)) for n in sizes]
+        self.answers: list[tuple[bool, str]] = []
+        fork = multiprocessing.get_context("fork")
+        self._receive, send = fork.Pipe(duplex=False)
+        self._proc = fork.Process(target=_checksum_worker_main, args=(paths, self.bufs, send),
+                                  name="checker-checksums", daemon=True)
+        self._proc.start()
+        send.close()
+        self.failed: str | None = None
+
+    def statuses_of(self, i: int) -> Callable[[], tuple[mmap.mmap | None, str | None]]:
+        return lambda: self.statuses(i)
+
+    def statuses(self, i: int) -> tuple[mmap.mmap | None, str | None]:
+        """Capture ``i``'s status buffer once the worker has filled it, or None and why
+        not (the worker failed, died or did not answer in time)."""
+        wait = WORKER_WAIT + self.sizes[i] / 20e6
+        deadline = time.monotonic() + wait
+        while len(self.answers) <= i and self.failed is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._receive.poll(left):
+                self.failed = f"checksum worker did not answer in {wait:.0f} s"
+                self._stop()
+                break
+            try:
+                msg = self._receive.recv_bytes()
+            except (EOFError, OSError):
+                self._proc.join(5)
+                self.failed = f"checksum worker died (exit code {self._proc.exitcode})"
+                break
+            self.answers.append((msg[:2] == b"ok", msg[2:].decode(errors="replace")))
+        if len(self.answers) > i:
+            ok, why = self.answers[i]
+            return (self.bufs[i], None) if ok else (None, why)
+        return None, self.failed
+
+    def _stop(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(5)
+
+    def close(self) -> None:
+        self._receive.close()
+        self._stop()
+        for b in self.bufs:
+            b.close()
 
 
 class _ChildJudge:

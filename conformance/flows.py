@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import gc
 import heapq
+import mmap
 import socket
 import struct
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, compress
 from operator import not_
@@ -440,25 +441,124 @@ def _options(data: bytes, p: int, end: int) -> tuple[Any, ...]:
 
 # ---- connections -------------------------------------------------------------------------
 
-def read_leg(path: str | Path, leg: str = "client") -> Leg:
+Statuses = Callable[[], "tuple[bytes | bytearray | mmap.mmap | None, str | None]"]
+"""Where a leg reader gets the checksum statuses of its fast-path frames from another
+process (``conformance.checker``): a buffer of one ``fast_checksums`` code per frame, or
+None and a note saying why not (the reader then computes them itself)."""
+
+
+def read_leg(path: str | Path, leg: str = "client", checksums: Statuses | None = None) -> Leg:
     """Decode ``path`` and rebuild its TCP connections; raises ``PcapError`` only for files
-    that cannot be read at all (everything else becomes a note)."""
+    that cannot be read at all (everything else becomes a note).
+
+    With ``checksums``, a memory-mapped capture's fast-path frames are decoded without
+    their checksum sums, and the statuses computed elsewhere (``fast_checksums``, in another
+    process) are filled in once the frames are read: the same ``Seg.checksum`` values."""
     cap = open_capture(path)
     try:
-        return leg_from_capture(cap, leg)
+        return leg_from_capture(cap, leg, checksums)
     finally:
         cap.close()
 
 
-def leg_from_capture(cap: Capture, leg: str) -> Leg:
+def leg_from_capture(cap: Capture, leg: str, checksums: Statuses | None = None) -> Leg:
     """Rebuild the connections of an opened capture (see ``read_leg``)."""
     was = gc.isenabled()
     gc.disable()  # a million small objects make every generation-2 collection a full scan
     try:
-        return _leg_from_capture(cap, leg)
+        return _leg_from_capture(cap, leg, checksums)
     finally:
         if was:
             gc.enable()
+
+
+_PENDING = "pending"
+"""``Seg.checksum`` of a fast-path frame whose status is computed in another process,
+until ``_fill_checksums`` replaces it (never seen outside ``_leg_from_capture``)."""
+_CODES = (_PENDING, "ok", "bad-ip", "partial", "bad")
+"""``fast_checksums`` codes: 0 for frames it does not judge (not on the fast path)."""
+_CSUM_HDR = struct.Struct("!12xHBxH2xHxB22xB3xH")
+"""The fields of ``_FAST`` that choose the fast path, and the TCP checksum."""
+
+
+def fast_checksums(cap: Capture, out: bytearray | mmap.mmap) -> int:
+    """Write the checksum status code (``_CODES``) of every frame ``_leg_from_capture``
+    decodes on its fast path at ``out[frame number - 1]``, 0 for the other frames; the
+    same sums and rules as that fast path. Returns the frames walked.
+
+    Frames past a truncated or corrupt tail are not walked (nor decoded); notes and errors
+    are the reader's business, not this walk's."""
+    data = cap.data
+    hdr = _CSUM_HDR.unpack_from
+    from_bytes = int.from_bytes
+    limit = len(out)
+    if cap.format == "pcap":
+        rec_struct, _ = cap.pcap_layout()
+        rec = rec_struct.unpack_from
+
+        def walk() -> Iterator[tuple[int, int, int, int, int]]:
+            lt = cap.linktype or 0
+            nxt, end, index = 24, len(data), 0
+            while nxt + 16 <= end:
+                _s, _f, incl, orig = rec(data, nxt)
+                off = nxt + 16
+                nxt = off + incl
+                if nxt > end:
+                    return
+                index += 1
+                yield index, lt, off, incl, orig
+        records: Iterator[tuple[int, int, int, int, int]] = walk()
+    else:
+        records = ((r[0], r[2], r[3], r[4], r[5]) for r in cap.records())
+    index = 0
+    for index, lt, off, incl, orig in records:
+        if lt != 1 or incl != orig or incl < 54:
+            continue
+        etype, vihl, total, frag, proto, doff, csum = hdr(data, off)
+        if etype != 0x0800 or vihl != 0x45 or proto != 6 or frag & 0x3FFF \
+                or not 40 <= total <= incl - 14 or not 20 <= (doff >> 4) * 4 <= total - 20:
+            continue
+        if index > limit:
+            raise ValueError(f"{cap.path}: more frames than the status buffer holds")
+        p = off + 14
+        n = from_bytes(data[p:p + total], "big")
+        if total & 1:
+            n <<= 8
+        if total > 200:
+            n = _shrink(n)
+        ps = from_bytes(data[p + 12:p + 16], "big") + from_bytes(data[p + 16:p + 20], "big") \
+            + 6 + total - 20
+        if (n + ps) % 0xFFFF == 0:
+            code = 1
+        elif from_bytes(data[p:p + 20], "big") % 0xFFFF:
+            code = 2
+        elif csum == (ps - 1) % 0xFFFF + 1:
+            code = 3
+        else:
+            code = 4
+        out[index - 1] = code
+    return index
+
+
+def status_buffer_size(file_size: int) -> int:
+    """Frames a capture file of ``file_size`` bytes can hold at most (every pcap record and
+    pcapng packet block takes 16 bytes or more)."""
+    return file_size // 16 + 1
+
+
+def _fill_checksums(conns: list[Conn], codes: bytes | bytearray | mmap.mmap) -> bool:
+    """Replace every pending ``Seg.checksum``; False (some left pending) if ``codes`` has
+    no status for a frame that needs one."""
+    names = _CODES
+    whole = True
+    for c in conns:
+        for s in c.segs:
+            if s.checksum is _PENDING:
+                code = codes[s.index - 1]
+                if not code:
+                    whole = False
+                s.checksum = names[code]
+    return whole
 
 
 _FAST = struct.Struct("!12xHBxH2xHxB10xHHIIBBHH")
@@ -472,8 +572,12 @@ _NOP_NOP_TS_WORD = 0x0101080A
 _M6144, _M3072, _M1536, _M768 = ((1 << k) - 1 for k in (6144, 3072, 1536, 768))
 
 
-def _leg_from_capture(cap: Capture, leg: str) -> Leg:
+def _leg_from_capture(cap: Capture, leg: str, checksums: Statuses | None) -> Leg:
     dec = _Decoder(cap.path)
+    # checksum statuses of the fast path's frames from another process: only for a mapped
+    # file (one that process reads as well); see ``read_leg``
+    defer = checksums is not None and isinstance(cap.data, mmap.mmap)
+    pending = _PENDING
     frame = dec.frame
     data = cap.data
     conns: list[Conn] = []
@@ -553,38 +657,41 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
                     else:
                         asum = ent[5]
                     payload = data[hp:end]
-                    # One sum over the IPv4 header and the TCP segment: a valid IPv4 header
-                    # sums to 0 (mod 0xffff), so the total checks the TCP checksum and the
-                    # header's together; only a failure needs them apart. (An error in both
-                    # that cancels out would need deltas summing to 0 mod 0xffff; a NAT that
-                    # fixes neither checksum leaves 2*delta, nonzero since 0xffff is odd.)
-                    # The headers and the payload are summed apart, so the payload is read
-                    # from the slice the segment keeps: as 2**16 == 1 (mod 0xffff), the
-                    # headers (an even length) need no shift, and an odd payload, padded
-                    # with a zero byte, is the payload times 2**8.
-                    n = from_bytes(data[p:hp], "big")
-                    plen = end - hp
-                    if plen:
-                        v = from_bytes(payload, "big")
-                        if plen > 96:
-                            if plen > 1536:
-                                v = _shrink(v)
-                            else:
-                                if plen > 768:
-                                    v = (v >> 6144) + (v & m6144)
-                                v = (v >> 3072) + (v & m3072)
-                                v = (v >> 1536) + (v & m1536)
-                                v = (v >> 768) + (v & m768)
-                        n += v << 8 if plen & 1 else v
-                    ps = asum + 6 + total - 20
-                    if (n + ps) % 0xFFFF == 0:
-                        checksum = "ok"
-                    elif from_bytes(data[p:t0], "big") % 0xFFFF:
-                        checksum = "bad-ip"
-                    elif csum == (ps - 1) % 0xFFFF + 1:
-                        checksum = "partial"
+                    if defer:
+                        checksum = pending
                     else:
-                        checksum = "bad"
+                        # One sum over the IPv4 header and the TCP segment: a valid IPv4 header
+                        # sums to 0 (mod 0xffff), so the total checks the TCP checksum and the
+                        # header's together; only a failure needs them apart. (An error in both
+                        # that cancels out would need deltas summing to 0 mod 0xffff; a NAT that
+                        # fixes neither checksum leaves 2*delta, nonzero since 0xffff is odd.)
+                        # The headers and the payload are summed apart, so the payload is read
+                        # from the slice the segment keeps: as 2**16 == 1 (mod 0xffff), the
+                        # headers (an even length) need no shift, and an odd payload, padded
+                        # with a zero byte, is the payload times 2**8.
+                        n = from_bytes(data[p:hp], "big")
+                        plen = end - hp
+                        if plen:
+                            v = from_bytes(payload, "big")
+                            if plen > 96:
+                                if plen > 1536:
+                                    v = _shrink(v)
+                                else:
+                                    if plen > 768:
+                                        v = (v >> 6144) + (v & m6144)
+                                    v = (v >> 3072) + (v & m3072)
+                                    v = (v >> 1536) + (v & m1536)
+                                    v = (v >> 768) + (v & m768)
+                            n += v << 8 if plen & 1 else v
+                        ps = asum + 6 + total - 20
+                        if (n + ps) % 0xFFFF == 0:
+                            checksum = "ok"
+                        elif from_bytes(data[p:t0], "big") % 0xFFFF:
+                            checksum = "bad-ip"
+                        elif csum == (ps - 1) % 0xFFFF + 1:
+                            checksum = "partial"
+                        else:
+                            checksum = "bad"
                     if ent is not None and thl == 32 and optw == nnts and not flags & SYN:
                         # the common case: a known connection, timestamps the only option
                         ent[0].append(Seg(index, t, ent[3], ent[4], sport, dport, seq, ack,
@@ -645,6 +752,17 @@ def _leg_from_capture(cap: Capture, leg: str) -> Leg:
         fast.clear()
     if classic:
         cap.packets = index
+    if defer:
+        assert checksums is not None
+        codes, why = checksums()
+        if codes is None or not _fill_checksums(conns, codes):
+            # the other process failed (or missed frames): the same walk here, for every
+            # status still pending
+            codes = bytearray(status_buffer_size(len(data)))
+            fast_checksums(cap, codes)
+            _fill_checksums(conns, codes)
+            cap.notes.append(f"{cap.path}: {why or 'checksum statuses incomplete'}; "
+                             "checksums computed in this process")
     tcp = sum(len(c.segs) for c in conns)  # every TCP segment joined a connection
     notes = list(cap.notes) + dec.notes()
     if dec.non_tcp:

@@ -86,6 +86,10 @@ def add(sub: Any) -> None:
     cp.add_argument("--json", type=Path, metavar="FILE", help="write the JSON report here")
     cp.add_argument("--no-tshark", dest="tshark", action="store_false",
                     help="skip tshark's second opinion")
+    cp.add_argument("--workers", type=int, choices=(1, 2, 3), default=None, metavar="N",
+                    help="processes: 2 verifies checksums in a forked worker while the "
+                         "main one decodes (the default with two or more CPUs), 1 forces "
+                         "one process, 3 also runs the per-leg judges in forked children")
     cp.set_defaults(handler=run_check)
 
 
@@ -208,7 +212,7 @@ def run_check(args: argparse.Namespace) -> int:
             raise CliError(f"{path} is not a readable file")
     try:
         rep = check_pcaps(args.client_leg, args.server_leg, policy=policy, capabilities=caps,
-                          tshark=args.tshark)
+                          tshark=args.tshark, workers=args.workers)
     except PcapError as exc:
         raise CliError(str(exc)) from None
     print(rep.render())

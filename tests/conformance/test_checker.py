@@ -148,14 +148,14 @@ def test_one_direction_only_is_noted_not_failed(tmp_path: Path) -> None:
     assert "only client->server direction captured" in rep.conns[0].problems
 
 
-def test_two_workers_give_the_same_report(tmp_path: Path) -> None:
-    # a passing pair and a violation from the corpus: forked per-leg judges must not change
-    # a single verdict, detail or evidence frame
+def test_judges_in_children_give_the_same_report(tmp_path: Path) -> None:
+    # a passing pair and a violation from the corpus: forked per-leg judges (workers=3, with
+    # the checksum worker) must not change a single verdict, detail or evidence frame
     cp, sp = simulate(SCENARIOS["eligible_request"], tmp_path)
     corpus = Path(__file__).parents[2] / "pcaps" / "violations"
     bad = next(d for d in sorted(corpus.iterdir()) if (d / "client.pcap").exists())
     for c, s in ((cp, sp), (bad / "client.pcap", bad / "server.pcap")):
-        one, two = check_pcaps(c, s, workers=1), check_pcaps(c, s, workers=2)
+        one, two = check_pcaps(c, s, workers=1), check_pcaps(c, s, workers=3)
         a, b = one.as_json(), two.as_json()
         a.pop("seconds"), b.pop("seconds")
         assert a == b
@@ -177,4 +177,4 @@ def test_a_failure_in_a_forked_judge_is_raised_here(tmp_path: Path,
     cp, sp = simulate(SCENARIOS["eligible_request"], tmp_path)
     monkeypatch.setattr(checker, "judge_leg", broken)  # inherited by the forked child
     with pytest.raises(ValueError, match="judge exploded"):
-        check_pcaps(cp, sp, workers=2)
+        check_pcaps(cp, sp, workers=3)
