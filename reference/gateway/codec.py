@@ -178,11 +178,11 @@ class Packet:
 
     @property
     def src_str(self) -> str:
-        return str(ipaddress.ip_address(self.src))
+        return addr_str(self.src)
 
     @property
     def dst_str(self) -> str:
-        return str(ipaddress.ip_address(self.dst))
+        return addr_str(self.dst)
 
     @property
     def segment_len(self) -> int:
@@ -496,11 +496,35 @@ def finish_checksum(buf: bytearray, pkt: Packet) -> None:
     _U16.pack_into(buf, t + 16, c)
 
 
+_ADDR_PACKED: dict[str, bytes] = {}
+
+
 def addr_bytes(addr: str) -> bytes:
-    """Packed form of an IPv4 or IPv6 address written as text."""
-    return ipaddress.ip_address(addr).packed
+    """Packed form of an IPv4 or IPv6 address written as text (shared, like ``addr_str``'s
+    texts: the servers' addresses are packed once per session)."""
+    packed = _ADDR_PACKED.get(addr)
+    if packed is None:
+        packed = ipaddress.ip_address(addr).packed
+        if len(_ADDR_PACKED) >= ADDR_TEXT_CACHE:
+            _ADDR_PACKED.clear()
+        _ADDR_PACKED[addr] = packed
+    return packed
+
+
+_ADDR_TEXT: dict[bytes, str] = {}
+ADDR_TEXT_CACHE = 4096
+"""Texts kept: a session's records hold its four addresses as text, and the VIP's, the
+gateway's and the servers' are the same for every session; one shared string each (and no
+``ipaddress`` round trip per new session). Bounded: cleared when full."""
 
 
 def addr_str(addr: bytes) -> str:
     """Text form of a packed IPv4 or IPv6 address."""
-    return str(ipaddress.ip_address(addr))
+    key = addr if type(addr) is bytes else bytes(addr)
+    text = _ADDR_TEXT.get(key)
+    if text is None:
+        text = str(ipaddress.ip_address(key))
+        if len(_ADDR_TEXT) >= ADDR_TEXT_CACHE:
+            _ADDR_TEXT.clear()
+        _ADDR_TEXT[key] = text
+    return text

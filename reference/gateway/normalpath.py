@@ -13,6 +13,7 @@ propagating FIN and RST.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -195,7 +196,7 @@ class NormalPath:
         fs = ns.fast
         pool, server = self.gw.selector.pick(fs.service, head, (codec.addr_str(fs.client[0]),
                                                                  fs.client[1]))
-        fs.server_name = f"{pool}/{server.address}:{server.port}"
+        fs.server_name = sys.intern(f"{pool}/{server.address}:{server.port}")
         ns.handoff.proxy.server_name = fs.server_name
         ns.server_addr = (codec.addr_bytes(server.address), server.port)
         gw_addr = self.gw.server_side_address(fs.version)

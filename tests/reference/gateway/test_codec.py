@@ -516,3 +516,15 @@ def test_rewrite_rejects_what_it_cannot_do() -> None:
     later = parse(v4_frag(v4(), offset=16, mf=False, data=bytes(16)))
     with pytest.raises(ValueError):
         rewrite(bytearray(16), later, **base)
+
+
+def test_address_texts_are_shared_bounded_and_take_any_buffer() -> None:
+    a = codec.addr_bytes("198.51.100.2")
+    assert codec.addr_bytes("198.51.100.2") is a  # packed once
+    text = codec.addr_str(a)
+    assert text == "198.51.100.2" and codec.addr_str(a) is text
+    assert codec.addr_str(bytearray(a)) == text and codec.addr_str(memoryview(a)) == text
+    assert codec.addr_str(codec.addr_bytes("2001:db8::10")) == "2001:db8::10"
+    for i in range(codec.ADDR_TEXT_CACHE + 10):
+        codec.addr_str(i.to_bytes(4, "big"))
+    assert len(codec._ADDR_TEXT) <= codec.ADDR_TEXT_CACHE
