@@ -91,3 +91,14 @@ def segment_acceptable(seg_seq: Any, seg_len: Any, rcv_nxt: Any, rcv_wnd: Any) -
         ite(rcv_wnd == 0, seg_seq == rcv_nxt, start_ok),
         and_(not_(rcv_wnd == 0), or_(start_ok, end_ok)),
     )
+
+
+def syn_opens_new_incarnation(timestamps: bool, ts_recent: Any, tsval: Any, rcv_nxt: Any,
+                              seq: Any) -> Any:
+    """Whether a SYN may open a new incarnation of a 4-tuple whose previous connection is in
+    TIME-WAIT (or its splice is lingering after both FINs): with timestamps on the old
+    connection and in the SYN, SEG.TSval > TS.Recent (RFC 6191 §2); otherwise SEG.SEQ >
+    RCV.NXT (RFC 1122 §4.2.2.13)."""
+    if timestamps and tsval is not None and ts_recent is not None:
+        return seq_lt(ts_recent, tsval)
+    return seq_lt(rcv_nxt, seq)

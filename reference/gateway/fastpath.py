@@ -31,7 +31,7 @@ from spec.records import (
     SynOptions,
 )
 from spec.segment import ACK, FIN, PSH, RST, SYN, URG, Segment
-from spec.seq import seq_add, seq_diff, seq_le, seq_lt
+from spec.seq import seq_add, seq_diff, seq_le, seq_lt, syn_opens_new_incarnation
 from spec.states import Effect, FastPathEvent, FastPathState, Transition, fast_path_step
 
 if TYPE_CHECKING:
@@ -326,9 +326,8 @@ class FastPath:
                 not (s.client_fin_acked and s.server_fin_acked) or s.client_fin_end is None:
             return False
         c = s.proxy.client
-        if c.negotiated.timestamps and pkt.tsval is not None and c.ts_recent is not None:
-            return bool(seq_lt(c.ts_recent, pkt.tsval))
-        return bool(seq_lt(s.client_fin_end, pkt.seq))
+        return bool(syn_opens_new_incarnation(c.negotiated.timestamps, c.ts_recent,
+                                              pkt.tsval, s.client_fin_end, pkt.seq))
 
     @staticmethod
     def _rst_in_window(s: FastSession, pkt: codec.Packet) -> bool:

@@ -40,7 +40,15 @@ from reference.gateway._endpoint import (
 )
 from spec.records import MAX_WSCALE, TCB, PacketBuffers
 from spec.segment import ACK, FIN, RST, SYN, Segment
-from spec.seq import HALF, segment_acceptable, seq_add, seq_diff, seq_le, seq_lt
+from spec.seq import (
+    HALF,
+    segment_acceptable,
+    seq_add,
+    seq_diff,
+    seq_le,
+    seq_lt,
+    syn_opens_new_incarnation,
+)
 from spec.states import TcpEvent, TcpState, tcp_step
 
 __all__ = ["DEFAULT_MSS", "MAX_RETRIES", "MSL", "TcpConnection", "TcpStats"]
@@ -130,9 +138,8 @@ class TcpConnection(Endpoint):
         tcb = self.tcb
         if tcb.state is not S.TIME_WAIT or seg.flags & (ACK | RST) or not seg.flags & SYN:
             return False
-        if tcb.ts_enabled and seg.tsval is not None and tcb.ts_recent is not None:
-            return bool(seq_lt(tcb.ts_recent, seg.tsval))
-        return bool(seq_lt(tcb.rcv_nxt, seg.seq))
+        return bool(syn_opens_new_incarnation(tcb.ts_enabled, tcb.ts_recent, seg.tsval,
+                                              tcb.rcv_nxt, seg.seq))
 
     @property
     def buffered_bytes(self) -> int:

@@ -22,6 +22,7 @@ from spec.seq import (
     seq_max,
     seq_sub,
     seq_undefined,
+    syn_opens_new_incarnation,
 )
 from tests.spec.strategies import HALF, MOD, seq32, seq_pairs
 
@@ -242,3 +243,23 @@ def test_z3_and_python_segment_acceptable_agree(
 def test_z3_and_python_seq_add_sub_agree(a: int, n: int) -> None:
     assert z3.simplify(seq_add(bv(a), bv(n))).as_long() == seq_add(a, n)
     assert z3.simplify(seq_sub(bv(a), bv(n))).as_long() == seq_sub(a, n)
+
+
+@given(seq32, seq32, seq32, seq32)
+def test_a_new_incarnation_is_judged_by_timestamp_when_both_have_one(
+        ts_recent: int, tsval: int, rcv_nxt: int, seq: int) -> None:
+    # RFC 6191 §2: the timestamps decide, whatever the sequence numbers say
+    assert syn_opens_new_incarnation(True, ts_recent, tsval, rcv_nxt, seq) == \
+        seq_lt(ts_recent, tsval)
+    # RFC 1122 §4.2.2.13: without them (on either side), the sequence number decides
+    for ts_on, recent, val in ((False, ts_recent, tsval), (True, None, tsval),
+                               (True, ts_recent, None)):
+        assert syn_opens_new_incarnation(ts_on, recent, val, rcv_nxt, seq) == \
+            seq_lt(rcv_nxt, seq)
+
+
+def test_an_old_or_equal_syn_is_no_new_incarnation() -> None:
+    assert not syn_opens_new_incarnation(True, 1000, 1000, 5, 10)
+    assert not syn_opens_new_incarnation(True, 1000, 999, 5, 10)
+    assert syn_opens_new_incarnation(True, 2**32 - 1, 3, 5, 1)  # across the wrap
+    assert not syn_opens_new_incarnation(False, None, None, 10, 10)
