@@ -249,12 +249,7 @@ class FastPath:
 
     def _arm(self, s: FastSession, now: float) -> None:
         st = s.proxy.state
-        if st is S.SPLICED:  # the steady state, first (the same rule as the last branch)
-            want = s.last_active + self.cfg.idle_timeout
-            if s.deadline is not None and now < s.deadline <= want:
-                return
-            s.deadline = want
-        elif st is S.SERVER_OPENING:
+        if st is S.SERVER_OPENING:
             if s.deadline is None or s.deadline <= now:
                 s.deadline = now + self.cfg.open_timeout * (1 << min(s.open_tries, 6))
         elif st is S.CLOSING:
