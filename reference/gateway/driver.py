@@ -463,15 +463,9 @@ class Driver:
 
     # ---- transmit ---------------------------------------------------------------------------
     def _apply(self, actions: list[Action], now: float) -> None:
-        ports = self.ports
         for a in actions:
-            if type(a) is Emit:  # _emit inlined: this runs for every relayed frame
-                port, packet = ports[a.leg], a.packet
-                mac = port.neigh.get(packet[16:20] if packet[0] >> 4 == 4 else packet[24:40])
-                if mac is not None:
-                    self._send(port, mac, packet, a.segment_size)
-                else:
-                    self._emit(port, packet, now, a.segment_size)
+            if isinstance(a, Emit):
+                self._emit(self.ports[a.leg], a.packet, now, a.segment_size)
 
     def _emit(self, port: _Port, packet: bytes, now: float, seg: int = 0) -> None:
         """Send towards the packet's destination, which must be on-link (no routing table)."""
