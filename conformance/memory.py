@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,14 @@ from conformance.checker import check_pcaps
 from conformance.policy import load_policy
 from conformance.properties import REFERENCE
 from conformance.report import CaseResult, SuiteResult
-from conformance.runner import Progress, RunOptions, applies, judge_case, play_scripted
+from conformance.runner import (
+    Progress,
+    RunOptions,
+    applies,
+    guarded,
+    judge_case,
+    play_scripted,
+)
 from conformance.stimulus import Scripted
 
 REAL_PEERS_SKIP = ("needs real kernel TCP peers in a lab; run it with a lab gateway "
@@ -75,12 +81,8 @@ class MemoryRunner:
             if why:
                 res = CaseResult(case.id, case.name, case.title, family, "skip", why)
             else:
-                try:
-                    res = self.run_case(case, family, pcap_dir)
-                except Exception as exc:  # one broken case must not hide the others
-                    res = CaseResult(case.id, case.name, case.title, family, "error",
-                                     f"{type(exc).__name__}: {exc}")
-                    res.notes.append(traceback.format_exc(limit=6))
+                res = guarded(case, family,
+                              lambda c=case, f=family: self.run_case(c, f, pcap_dir))
             suite.results.append(res)
             self.progress(f"[{i}/{len(runs)}] {res.label} {case.name}: {res.verdict}"
                           + (f" - {res.reason[:160]}" if res.verdict not in ("pass", "skip")

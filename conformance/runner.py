@@ -143,6 +143,18 @@ def applies(case: Case, caps: Capabilities, family: int, families_ok: Sequence[i
     return ""
 
 
+
+def guarded(case: Case, family: int, run: Callable[[], CaseResult]) -> CaseResult:
+    """``run()``, or an "error" result naming the exception: one broken case must not hide
+    the others (both runners, on the wire and in memory)."""
+    try:
+        return run()
+    except Exception as exc:
+        res = CaseResult(case.id, case.name, case.title, family, "error",
+                         f"{type(exc).__name__}: {exc}")
+        res.notes.append(traceback.format_exc(limit=6))
+        return res
+
 class Runner:
     """One run: set up, run the cases, tear down (also on Ctrl-C or an exception)."""
 
@@ -250,14 +262,7 @@ class Runner:
                 if why:
                     res = CaseResult(case.id, case.name, case.title, family, "skip", why)
                 else:
-                    try:
-                        res = self.run_case(case, family)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc:  # one broken case must not hide the others
-                        res = CaseResult(case.id, case.name, case.title, family, "error",
-                                         f"{type(exc).__name__}: {exc}")
-                        res.notes.append(traceback.format_exc(limit=6))
+                    res = guarded(case, family, lambda c=case, f=family: self.run_case(c, f))
                 suite.results.append(res)
                 self.progress(f"[{i}/{len(runs)}] {res.label} {case.name}: {res.verdict}"
                               f" ({res.seconds:.1f} s)"
