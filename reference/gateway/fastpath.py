@@ -384,7 +384,7 @@ class FastPath:
         p.server_name = s.server_name
         s.server = (codec.addr_bytes(server.address), server.port)
         gw_addr = self.gw.server_side_address(s.version)
-        gw_port = self.gw.allocate_port(s.server)
+        gw_port = self.gw.allocate_port(s.server, gw_addr)
         s.gw = (gw_addr, gw_port)
         n = p.client.negotiated
         ts_now = self.gw.ts_clock(now)
@@ -443,6 +443,7 @@ class FastPath:
         p.held = None
         self.gw.stats.held_request_bytes -= len(held.payload)
         self.gw.stats.sessions_spliced += 1
+        self.gw.note_spliced(s, now)
         seg = Segment(seq=translate.seq_to_server(sp, held.seq), ack=seq_add(pkt.seq, 1),
                       flags=ACK | PSH, window=translate.window_to_server(sp, held.window),
                       payload=held.payload,

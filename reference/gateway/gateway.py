@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,7 @@ from reference.gateway.fastpath import FastPath, FastSession
 from reference.gateway.fragments import Reassembler
 from reference.gateway.isn import IsnSource, rfc6528
 from reference.gateway.normalpath import NormalPath, NormalSession
+from reference.gateway.session_rows import RowTable, flow_key
 from reference.gateway.stats import Stats
 from spec.segment import ACK, RST, SYN
 from spec.states import FastPathState, TcpState
@@ -46,6 +49,10 @@ class CoreSettings:
     """The driver can send a packet larger than the MTU and have it cut (virtio-net GSO): the
     fast path then relays a super-frame whole, with ``Emit.segment_size``, instead of
     splitting and rebuilding it segment by segment."""
+    compact_after: float | None = 1.0
+    """Seconds a spliced session must be idle before it is compacted into a row
+    (``session_rows``): about 200 bytes instead of 2 KB of objects; its next packet or timer
+    restores it. None: never compact."""
 
 
 class _Cfg:
@@ -82,9 +89,13 @@ class Gateway:
         self.server_sessions: dict[SessionKey, FastSession] = {}
         self.normal_by_client: dict[SessionKey, NormalSession] = {}
         self.normal_by_server: dict[SessionKey, NormalSession] = {}
-        self._ports: dict[tuple[bytes, int], set[int]] = {}
-        self._port_cursor = itertools.cycle(EPHEMERAL)
+        self.rows4, self.rows6 = RowTable(4), RowTable(16)
+        """Compacted (idle spliced) sessions, by address family."""
+        self._compact_queue: deque[tuple[float, FastSession]] = deque()
+        """Spliced sessions in object form, each once, by when to look at them again."""
+        self._port_next = EPHEMERAL.start
         self._timers: list[tuple[float, int, Any]] = []
+        self._stale_timers = 0
         self._tick = itertools.count()
 
     # ---- the driver's entry points ---------------------------------------------------------
@@ -104,6 +115,16 @@ class Gateway:
         return self._from_server(pkt, buf, now)
 
     def handle_timer(self, *, now: float) -> list[Action]:
+        out: list[Action] = self._object_timers(now)
+        self._compact_idle(now)
+        for table in (self.rows4, self.rows6):
+            for row in table.due(now):
+                out += self.fast.on_timer(self._restore(table, row, now, timer_taken=True),
+                                          now)
+        self.reassembler.expire(now)
+        return out
+
+    def _object_timers(self, now: float) -> list[Action]:
         out: list[Action] = []
         while self._timers and self._timers[0][0] <= now:
             queued, _, s = heapq.heappop(self._timers)
@@ -121,7 +142,6 @@ class Gateway:
                 out += self.fast.on_timer(s, now)
             elif not s.done:
                 out += self.normal.on_timer(s, now)
-        self.reassembler.expire(now)
         return out
 
     def next_deadline(self) -> float | None:
@@ -129,7 +149,79 @@ class Gateway:
         have moved later since it was queued; the call then just queues it anew)."""
         while self._timers and self._timers[0][2].queued != self._timers[0][0]:
             heapq.heappop(self._timers)
-        return self._timers[0][0] if self._timers else None
+        due = [self._timers[0][0]] if self._timers else []
+        q = self._compact_queue
+        while q and not self._is_live(q[0][1]):
+            q.popleft()
+        if q:
+            due.append(q[0][0] + self.config.compact_after)
+        for table in (self.rows4, self.rows6):
+            d = table.next_deadline()
+            if d is not None:
+                due.append(d)
+        return min(due) if due else None
+
+    # ---- compaction of idle spliced sessions ----------------------------------------------
+    def note_spliced(self, s: FastSession, now: float) -> None:
+        """``s`` has just spliced: look at it again once it may have been idle long enough."""
+        if self.config.compact_after is not None:
+            self._compact_queue.append((now, s))
+
+    def _is_live(self, s: FastSession) -> bool:
+        return self.client_sessions.get((s.client[0], s.client[1], s.vip[0], s.vip[1])) is s
+
+    def _compact_idle(self, now: float) -> None:
+        after = self.config.compact_after
+        q = self._compact_queue
+        compacted = self.stats.sessions_compacted
+        while q and q[0][0] + after <= now:
+            _, s = q.popleft()
+            if not self._is_live(s):
+                continue  # retired since
+            if s.last_active + after > now:
+                q.append((s.last_active, s))  # active since: look again later
+                continue
+            assert s.server is not None and s.gw is not None
+            if self._rows_for(s.client[0]).compact(s) is None:
+                continue  # cannot be stored exactly: it stays an object
+            del self.client_sessions[(s.client[0], s.client[1], s.vip[0], s.vip[1])]
+            del self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])]
+            if s.queued is not None:
+                s.queued = None  # its heap entry is stale now (the row has its own timer)
+                self._stale_timers += 1
+            self.stats.sessions_compacted += 1
+        if self.stats.sessions_compacted != compacted:
+            for table in (self.client_sessions, self.server_sessions):
+                _shrink(table)
+        if self._stale_timers * 4 > len(self._timers):
+            # Stale entries hold compacted sessions' objects alive: drop them once they are
+            # a quarter of the heap (entries of a session's earlier states go too).
+            self._timers = [e for e in self._timers if e[2].queued == e[0]]
+            heapq.heapify(self._timers)
+            self._stale_timers = 0
+
+    def _rows_for(self, addr: bytes) -> RowTable:
+        return self.rows4 if len(addr) == 4 else self.rows6
+
+    def _restore(self, table: RowTable, row: int, now: float, *, timer_taken: bool = False
+                 ) -> FastSession:
+        """Bring a compacted session back to object form (its next packet or timer)."""
+        s = table.restore(row, timer_taken=timer_taken)
+        assert s.server is not None and s.gw is not None
+        self.client_sessions[(s.client[0], s.client[1], s.vip[0], s.vip[1])] = s
+        self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])] = s
+        self.schedule(s)
+        self.note_spliced(s, now)
+        self.stats.sessions_restored += 1
+        return s
+
+    def _compacted(self, pkt: codec.Packet, leg: Leg, now: float) -> FastSession | None:
+        table = self.rows4 if pkt.version == 4 else self.rows6
+        if not table.live:
+            return None
+        key = flow_key(pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        row = table.find_client(key) if leg == "client" else table.find_server(key)
+        return None if row < 0 else self._restore(table, row, now)
 
     # ---- dispatch ---------------------------------------------------------------------------
     def _fragment(self, leg: Leg, pkt: codec.Packet, buf: bytearray, now: float
@@ -161,7 +253,7 @@ class Gateway:
             ns.done = True
             self.retire_normal(ns)
             self.stats.sessions_reopened += 1
-        s = self.client_sessions.get(key)
+        s = self.client_sessions.get(key) or self._compacted(pkt, "client", now)
         if s is not None and pkt.flags & SYN and self.fast.reopened_by(s, pkt):
             self.retire_fast(s)  # both FINs are through: a new session on the same 4-tuple
             self.stats.sessions_reopened += 1
@@ -174,7 +266,7 @@ class Gateway:
                 return [self._drop("client", "no_session")]
             s = self.fast.new_session(pkt, service, now)
             self.client_sessions[key] = s
-            self.stats.live_fast_records = len(self.client_sessions)
+            self.stats.live_fast_records = self.live_fast()
         return self.fast.from_client(s, pkt, buf, now, fragment=fragment)
 
     @staticmethod
@@ -190,7 +282,7 @@ class Gateway:
         ns = self.normal_by_server.get(key)
         if ns is not None:
             return self.normal.from_server(ns, pkt, now)
-        s = self.server_sessions.get(key)
+        s = self.server_sessions.get(key) or self._compacted(pkt, "server", now)
         if s is None:
             return [self._drop("server", "no_session")]
         return self.fast.from_server(s, pkt, buf, now)
@@ -222,20 +314,21 @@ class Gateway:
             raise ValueError(f"no server-side address configured for IPv{version}")
         return codec.addr_bytes(addr)
 
-    def allocate_port(self, server: tuple[bytes, int]) -> int:
-        used = self._ports.setdefault(server, set())
+    def allocate_port(self, server: tuple[bytes, int], gw_addr: bytes) -> int:
+        """A source port for a new server-side connection from ``gw_addr``: one no live
+        session (object or compacted) uses towards that server; it is free again when that
+        session is retired. Looked up in the session tables, so it costs nothing per session."""
+        rows = self._rows_for(gw_addr)
         for _ in range(len(EPHEMERAL)):
-            port = next(self._port_cursor)
-            if port not in used:
-                used.add(port)
-                return port
+            port = self._port_next
+            self._port_next = port + 1 if port + 1 < EPHEMERAL.stop else EPHEMERAL.start
+            key = (server[0], server[1], gw_addr, port)
+            if key in self.server_sessions or key in self.normal_by_server or \
+                    rows.find_server(flow_key(server[0], gw_addr, server[1], port)) >= 0:
+                continue
+            return port
         raise RuntimeError(f"no free source port towards {codec.addr_str(server[0])}:"
                            f"{server[1]}: every one of {len(EPHEMERAL)} is in use")
-
-    def _free_port(self, server: tuple[bytes, int] | None, gw: tuple[bytes, int] | None
-                   ) -> None:
-        if server is not None and gw is not None:
-            self._ports.get(server, set()).discard(gw[1])
 
     def index_server_side(self, s: FastSession) -> None:
         assert s.server is not None and s.gw is not None
@@ -252,41 +345,55 @@ class Gateway:
         key = (fs.client[0], fs.client[1], fs.vip[0], fs.vip[1])
         self.client_sessions.pop(key, None)
         self.normal_by_client[key] = ns
-        self.stats.live_fast_records = len(self.client_sessions)
+        self.stats.live_fast_records = self.live_fast()
         self.stats.live_normal_records = len(self.normal_by_client)
 
     def retire_fast(self, s: FastSession) -> None:
+        s.queued = None  # its timer entry, if any, is stale now
         key = (s.client[0], s.client[1], s.vip[0], s.vip[1])
         if self.client_sessions.get(key) is s:
             del self.client_sessions[key]
-        if s.server is not None and s.gw is not None:
-            self.server_sessions.pop((s.server[0], s.server[1], s.gw[0], s.gw[1]), None)
-            self._free_port(s.server, s.gw)
+        if s.server is not None and s.gw is not None and \
+                self.server_sessions.get((s.server[0], s.server[1], s.gw[0], s.gw[1])) is s:
+            del self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])]
         if s.proxy.held is not None:
             self.stats.held_request_bytes -= len(s.proxy.held.payload)
             s.proxy.held = None
         if s.proxy.splice is not None and not s.counted:
             s.counted = True
             self.stats.sessions_fast += 1
-        self.stats.live_fast_records = len(self.client_sessions)
+        self.stats.live_fast_records = self.live_fast()
 
     def retire_normal(self, ns: NormalSession) -> None:
+        ns.queued = None  # its timer entry, if any, is stale now
         fs = ns.fast
         self.normal_by_client.pop((fs.client[0], fs.client[1], fs.vip[0], fs.vip[1]), None)
         if ns.server_addr is not None and ns.gw_addr is not None:
             self.normal_by_server.pop((ns.server_addr[0], ns.server_addr[1], ns.gw_addr[0],
                                        ns.gw_addr[1]), None)
-            self._free_port(ns.server_addr, ns.gw_addr)
         self.stats.live_normal_records = len(self.normal_by_client)
 
     # ---- introspection ----------------------------------------------------------------------
     def stats_json(self) -> dict[str, Any]:
         """The stats with the live gauges (records, buffered bytes) refreshed now."""
         st = self.stats
-        st.live_fast_records = len(self.client_sessions)
+        st.live_fast_records = self.live_fast()
+        st.compacted_records = self.rows4.live + self.rows6.live
         st.live_normal_records = len(self.normal_by_client)
         st.buffered_bytes = self.buffered_bytes()
         return st.as_json()
+
+    def live_fast(self) -> int:
+        """Live fast-path sessions: in object form and compacted."""
+        return len(self.client_sessions) + self.rows4.live + self.rows6.live
+
+    def fast_sessions(self) -> Iterator[FastSession]:
+        """Every live fast-path session; a compacted one as a copy of its row (for reading:
+        changing it changes nothing)."""
+        yield from self.client_sessions.values()
+        for table in (self.rows4, self.rows6):
+            for row in table.rows():
+                yield table.peek(row)
 
     def buffered_bytes(self) -> int:
         """Bytes held right now: normal-path buffers, fast-path held requests, fragments."""
@@ -294,3 +401,12 @@ class Gateway:
         n += sum(len(s.proxy.held.payload) for s in self.client_sessions.values()
                  if s.proxy.held is not None)
         return n + self.reassembler.held_bytes
+
+
+def _shrink(table: dict[Any, Any]) -> None:
+    """Give back the memory of a dict that has emptied (a dict never shrinks by itself: one
+    that held every session of a burst would keep that size after they were compacted)."""
+    if sys.getsizeof(table) > 256 * len(table) + 4096:
+        kept = table.copy()
+        table.clear()
+        table.update(kept)

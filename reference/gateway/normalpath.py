@@ -200,7 +200,7 @@ class NormalPath:
         ns.handoff.proxy.server_name = fs.server_name
         ns.server_addr = (codec.addr_bytes(server.address), server.port)
         gw_addr = self.gw.server_side_address(fs.version)
-        ns.gw_addr = (gw_addr, self.gw.allocate_port(ns.server_addr))
+        ns.gw_addr = (gw_addr, self.gw.allocate_port(ns.server_addr, gw_addr))
         n = fs.proxy.client.negotiated
         conn, segs = TcpConnection.connect(
             iss=self.gw.isn(gw_addr, ns.gw_addr[1], ns.server_addr[0], ns.server_addr[1], now),

@@ -190,7 +190,7 @@ def run(sc: Scenario, *, seed: int = 1, config: GatewayConfig | None = None) -> 
         problems.append(f"path {path}, expected {sc.expect_path}")
     if reason != sc.expect_reason:
         problems.append(f"handoff reason {reason}, expected {sc.expect_reason}")
-    live = len(gw.client_sessions) + len(gw.normal_by_client)
+    live = gw.live_fast() + len(gw.normal_by_client)
     if live and not sc.expect_reset:
         problems.append(f"{live} session record(s) still live at the end")
     verdict = "pass" if byte_exact and not problems else "FAIL"

@@ -28,6 +28,12 @@ class Stats:
     """Segments processed by the normal path's TCP stacks."""
     live_fast_records: int = 0
     live_normal_records: int = 0
+    compacted_records: int = 0
+    """Live fast-path sessions held compacted in rows (``session_rows``): idle, spliced."""
+    sessions_compacted: int = 0
+    sessions_restored: int = 0
+    """Compactions, and restorations by a packet or timer (a session may go both ways
+    many times)."""
     buffered_bytes: int = 0
     """Bytes held in normal-path buffers (plus the fast path's held request segments)."""
     held_request_bytes: int = 0
