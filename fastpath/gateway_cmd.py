@@ -40,10 +40,26 @@ def add(sub: Any) -> None:
     p.add_argument("--no-vnet-hdr", dest="vnet_hdr", action="store_false",
                    help="plain frames without PACKET_VNET_HDR; needs the veth offloads off "
                         "(`fastpath lab up --offload off`) and is ~30x slower in bulk")
+    p.add_argument("--compact-after", default="1", metavar="S",
+                   help="compact a spliced session idle for S seconds into a ~250-byte row "
+                        "(restored by its next packet); 'never' keeps every session an "
+                        "object (default 1)")
     p.add_argument("--profile", type=Path, metavar="FILE",
                    help="run under cProfile and write its stats here on exit (read them "
                         "with `python -m pstats FILE`); the gateway runs ~2x slower meanwhile")
     p.set_defaults(handler=run)
+
+
+def _compact_after(text: str) -> float | None:
+    if text == "never":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise CliError(f"--compact-after takes seconds >= 0 or 'never', not {text!r}")
+    return value
 
 
 def _config(path: Path | None) -> GatewayConfig:
@@ -105,11 +121,13 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args.config)
     if args.duration is not None and not args.duration > 0:
         raise CliError(f"--duration must be greater than 0, not {args.duration:g}")
+    compact_after = _compact_after(args.compact_after)
     write = _writer(args.stats_json)
     try:
         if args.netns:
             enter_netns(args.netns)
-        driver = Driver(Gateway(config, core=CoreSettings(gso_output=args.vnet_hdr)),
+        core = CoreSettings(gso_output=args.vnet_hdr, compact_after=compact_after)
+        driver = Driver(Gateway(config, core=core),
                         args.client_if, args.server_if,
                         vnet_hdr=args.vnet_hdr)
         driver.open()

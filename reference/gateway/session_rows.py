@@ -71,31 +71,31 @@ def flow_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
 
 class _Index:
     """key bytes -> row number: linear probing over an ``array('i')``; the keys are read
-    back from the rows, so a slot costs 4 bytes and no key object is kept."""
+    back from the rows (at ``koff``), so a slot costs 4 bytes and no key object is kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, rows: RowTable, koff: int) -> None:
+        self.rows, self.koff = rows, koff
         self.slots = array("i", [EMPTY]) * 16
         self.used = 0
         self.tombs = 0
 
-    def find(self, key: bytes, rows: RowTable, koff: int) -> int:
+    def find(self, key: bytes) -> int:
         slots, mask = self.slots, len(self.slots) - 1
         i = hash(key) & mask
-        klen = len(key)
-        data = rows.data
+        klen, size, koff, data = len(key), self.rows.size, self.koff, self.rows.data
         while True:
             r = slots[i]
             if r == EMPTY:
                 return -1
             if r >= 0:
-                off = r * rows.size + koff
+                off = r * size + koff
                 if data[off:off + klen] == key:
                     return r
             i = (i + 1) & mask
 
-    def add(self, key: bytes, row: int, rows: RowTable, koff: int) -> None:
+    def add(self, key: bytes, row: int) -> None:
         if (self.used + self.tombs + 1) * 3 > len(self.slots) * 2:
-            self._resize(self.used + 1, rows, koff)
+            self._resize(self.used + 1)
         slots, mask = self.slots, len(self.slots) - 1
         i = hash(key) & mask
         while slots[i] >= 0:
@@ -105,7 +105,7 @@ class _Index:
         slots[i] = row
         self.used += 1
 
-    def remove(self, key: bytes, row: int, rows: RowTable, koff: int) -> None:
+    def remove(self, key: bytes, row: int) -> None:
         slots, mask = self.slots, len(self.slots) - 1
         i = hash(key) & mask
         while slots[i] != row:
@@ -116,24 +116,22 @@ class _Index:
         self.used -= 1
         self.tombs += 1
         if self.used * 8 < len(self.slots) and len(self.slots) > 16:
-            self._resize(self.used, rows, koff)
+            self._resize(self.used)
 
-    def _resize(self, want: int, rows: RowTable, koff: int) -> None:
-        """Rebuild at a load between 1/3 and 2/3 (tombstones dropped)."""
+    def _resize(self, want: int) -> None:
+        """Rebuild at a load between 1/3 and 2/3, tombstones dropped (a probe always ends
+        at an empty slot: at least a third of the slots are empty at any time)."""
         cap = 16
         while cap * 2 < want * 3 + 3:
             cap *= 2
         old = [r for r in self.slots if r >= 0]
-        self.slots = array("i", [EMPTY]) * cap
-        self.used = self.tombs = 0
-        mask = cap - 1
+        self.slots = slots = array("i", [EMPTY]) * cap
+        self.used, self.tombs, mask = len(old), 0, cap - 1
         for r in old:
-            key = rows.key(r, koff)
-            i = hash(key) & mask
-            while self.slots[i] != EMPTY:
+            i = hash(self.rows.key(r, self.koff)) & mask
+            while slots[i] != EMPTY:
                 i = (i + 1) & mask
-            self.slots[i] = r
-            self.used += 1
+            slots[i] = r
 
 
 class RowTable:
@@ -149,8 +147,8 @@ class RowTable:
         self.data = bytearray()
         self.free_rows = array("i")
         self.live = 0
-        self.by_client = _Index()
-        self.by_server = _Index()
+        self.by_client = _Index(self, self.ckey_off)
+        self.by_server = _Index(self, self.skey_off)
         self.timers: list[int] = []
         self.stale_timers = 0
         self._services: list[VirtualService] = []
@@ -179,10 +177,10 @@ class RowTable:
         return v[-1] if v[1] & DEADLINE else None
 
     def find_client(self, key: bytes) -> int:
-        return self.by_client.find(key, self, self.ckey_off) if self.live else -1
+        return self.by_client.find(key) if self.live else -1
 
     def find_server(self, key: bytes) -> int:
-        return self.by_server.find(key, self, self.skey_off) if self.live else -1
+        return self.by_server.find(key) if self.live else -1
 
     # ---- compaction and restoration --------------------------------------------------------
     def compact(self, s: FastSession) -> int | None:
@@ -205,8 +203,8 @@ class RowTable:
             return None
         self.data[off + self.ckey_off:off + self.size] = ckey + skey
         self.live += 1
-        self.by_client.add(ckey, row, self, self.ckey_off)
-        self.by_server.add(skey, row, self, self.skey_off)
+        self.by_client.add(ckey, row)
+        self.by_server.add(skey, row)
         if s.deadline is not None:
             heapq.heappush(self.timers, _timer_entry(s.deadline, row))
         return row
@@ -220,8 +218,8 @@ class RowTable:
 
     def _release(self, row: int, had_timer: bool) -> None:
         off = row * self.size
-        self.by_client.remove(self.key(row, self.ckey_off), row, self, self.ckey_off)
-        self.by_server.remove(self.key(row, self.skey_off), row, self, self.skey_off)
+        self.by_client.remove(self.key(row, self.ckey_off), row)
+        self.by_server.remove(self.key(row, self.skey_off), row)
         self.data[off] = FREE
         self.free_rows.append(row)
         self.live -= 1

@@ -62,6 +62,14 @@ def test_bad_config_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert f"{bad}:2: mss = 5 is out of range" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", ["-1", "soon", "nan", "inf"])
+def test_bad_compact_after_is_a_clear_error(bad: str, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    assert main(["gateway", "--compact-after", bad, "--duration", "1"]) == 2
+    assert f"--compact-after takes seconds >= 0 or 'never', not '{bad}'" in \
+        capsys.readouterr().err
+
+
 def test_missing_interface_or_no_root_is_a_clear_error(capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
     assert main(["gateway", "--client-if", "fpnosuch0", "--duration", "1"]) == 2
@@ -220,6 +228,34 @@ def test_request_in_two_segments_is_handed_off(lab: Lab,
     assert head.startswith(b"HTTP/1.1 200") and body == response_body(5000)
     core = gw.stop()["gateway"]
     assert core["handoffs"].get("PARTIAL_REQUEST") == 1 and core["sessions_spliced"] == 0
+
+
+_IDLE_CLIENT = """\
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=20)
+for n in (3000, 4000):
+    s.sendall(b"GET /size/%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % n)
+    got = b""
+    for _ in range(10_000):
+        head, sep, body = got.partition(b"\\r\\n\\r\\n")
+        if sep and len(body) >= n:
+            break
+        got += s.recv(1 << 16) or sys.exit("closed early")
+    sys.stdout.buffer.write(body[:n])
+    time.sleep(float(sys.argv[2]))  # idle: the gateway compacts the spliced session
+"""
+
+
+def test_a_compacted_idle_session_serves_its_next_request(
+        lab: Lab, gateway: Callable[..., GatewayProcess]) -> None:
+    gw = gateway("--compact-after", "0.2")
+    res = lab.run("client", [sys.executable, "-c", _IDLE_CLIENT, VIP, "1.0"],
+                  capture_output=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == response_body(3000) + response_body(4000)
+    core = gw.stop()["gateway"]
+    assert core["sessions_spliced"] == 1 and core["sessions_handed_off"] == 0
+    assert core["sessions_compacted"] >= 1 and core["sessions_restored"] >= 1
 
 
 def test_10_mib_response_byte_exact(lab: Lab, gateway: Callable[..., GatewayProcess],
