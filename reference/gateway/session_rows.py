@@ -135,7 +135,10 @@ class _Index:
 
 
 class RowTable:
-    """Compacted spliced sessions of one address family (4- or 16-byte addresses)."""
+    """Compacted spliced sessions of one address family (4- or 16-byte addresses).
+
+    Freed rows are reused, last freed first; the table keeps its high-water mark of rows
+    (a slab, as kernels keep theirs), while the indexes shrink as sessions leave."""
 
     def __init__(self, addr_len: int) -> None:
         self.addr_len = addr_len
