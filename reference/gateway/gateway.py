@@ -51,7 +51,7 @@ class CoreSettings:
     splitting and rebuilding it segment by segment."""
     compact_after: float | None = 1.0
     """Seconds a spliced session must be idle before it is compacted into a row
-    (``session_rows``): about 200 bytes instead of 2 KB of objects; its next packet or timer
+    (``session_rows``): about 250 bytes instead of 2 KB of objects; its next packet or timer
     restores it. None: never compact."""
 
 
@@ -216,7 +216,7 @@ class Gateway:
         return s
 
     def _compacted(self, pkt: codec.Packet, leg: Leg, now: float) -> FastSession | None:
-        table = self.rows4 if pkt.version == 4 else self.rows6
+        table = self._rows_for(pkt.src)
         if not table.live:
             return None
         key = flow_key(pkt.src, pkt.dst, pkt.sport, pkt.dport)

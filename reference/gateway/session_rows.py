@@ -54,12 +54,14 @@ _PORTS = struct.Struct("!HH")
 _DOUBLE = struct.Struct("<d")
 _BITS = struct.Struct("<q")
 
-# flag bits of the row's ``flags`` word: presence of optional values and the booleans
-(C_MSS, C_WS, C_SACKOK, C_TSVAL, C_TS_SENT, C_TS_RECENT, CN_SACK, CN_TS,
- SS_MSS, SS_WS, SS_SACKOK, SS_TSVAL, P_MSS, P_WS, P_SACKOK, P_TSVAL,
- S_TS_SENT, SN_SACK, SN_TS, SP_SACK, SP_TS, C_FIN_ACKED, S_FIN_ACKED,
- C_FIN_END, S_FIN_END, C_RCV_NXT, C_SND_NXT, S_SND_NXT, COUNTED, DEADLINE) = (
-    1 << i for i in range(30))
+# The row's ``flags`` word: presence of optional values, and the booleans.
+C_SYN, S_SYN, P_SYN = 0, 4, 8
+"""Where the 4 bits of each SYN option set start (the client's SYN, the gateway's SYN to the
+server, the server's SYN/ACK): MSS present, window scale present, SACK-permitted, TSval
+present."""
+(C_TS_SENT, C_TS_RECENT, CN_SACK, CN_TS, S_TS_SENT, SN_SACK, SN_TS, SP_SACK, SP_TS,
+ C_FIN_ACKED, S_FIN_ACKED, C_FIN_END, S_FIN_END, C_RCV_NXT, C_SND_NXT, S_SND_NXT, COUNTED,
+ DEADLINE) = (1 << i for i in range(12, 30))
 
 EMPTY, TOMB = -1, -2
 
@@ -301,16 +303,10 @@ class RowTable:
             return None  # a text not in canonical form would not come back the same
         cs, ss, ps, cn, sn = c.syn_options, srv.syn_options, srv.peer_options, c.negotiated, \
             srv.negotiated
-        flags = 0
+        flags = _syn_bits(cs) << C_SYN | _syn_bits(ss) << S_SYN | _syn_bits(ps) << P_SYN
         for present, bit in (
-                (cs.mss is not None, C_MSS), (cs.wscale is not None, C_WS),
-                (cs.sack_permitted, C_SACKOK), (cs.tsval is not None, C_TSVAL),
                 (c.ts_sent is not None, C_TS_SENT), (c.ts_recent is not None, C_TS_RECENT),
                 (cn.sack, CN_SACK), (cn.timestamps, CN_TS),
-                (ss.mss is not None, SS_MSS), (ss.wscale is not None, SS_WS),
-                (ss.sack_permitted, SS_SACKOK), (ss.tsval is not None, SS_TSVAL),
-                (ps.mss is not None, P_MSS), (ps.wscale is not None, P_WS),
-                (ps.sack_permitted, P_SACKOK), (ps.tsval is not None, P_TSVAL),
                 (srv.ts_sent is not None, S_TS_SENT), (sn.sack, SN_SACK),
                 (sn.timestamps, SN_TS), (sp.sack, SP_SACK), (sp.timestamps, SP_TS),
                 (s.client_fin_acked, C_FIN_ACKED), (s.server_fin_acked, S_FIN_ACKED),
@@ -365,9 +361,7 @@ class RowTable:
             tuple=FourTuple(codec.addr_str(client[0]), client[1], codec.addr_str(vip[0]),
                             vip[1]),
             rcv_isn=c_rcv_isn, snd_isn=c_snd_isn,
-            syn_options=SynOptions(mss=o(C_MSS, cs_mss), wscale=o(C_WS, cs_ws),
-                                   sack_permitted=bool(f & C_SACKOK),
-                                   tsval=o(C_TSVAL, cs_tsval)),
+            syn_options=_syn_options(f >> C_SYN, cs_mss, cs_ws, cs_tsval),
             negotiated=_shared(Negotiated(cn_pm, cn_lm, cn_sws, cn_rws, bool(f & CN_SACK),
                                           bool(f & CN_TS))),
             ts_sent=o(C_TS_SENT, c_ts_sent), ts_recent=o(C_TS_RECENT, c_ts_recent),
@@ -376,12 +370,8 @@ class RowTable:
             tuple=FourTuple(codec.addr_str(gw[0]), gw[1], codec.addr_str(server[0]),
                             server[1]),
             snd_isn=s_snd_isn, rcv_isn=s_rcv_isn,
-            syn_options=SynOptions(mss=o(SS_MSS, ss_mss), wscale=o(SS_WS, ss_ws),
-                                   sack_permitted=bool(f & SS_SACKOK),
-                                   tsval=o(SS_TSVAL, ss_tsval)),
-            peer_options=SynOptions(mss=o(P_MSS, ps_mss), wscale=o(P_WS, ps_ws),
-                                    sack_permitted=bool(f & P_SACKOK),
-                                    tsval=o(P_TSVAL, ps_tsval)),
+            syn_options=_syn_options(f >> S_SYN, ss_mss, ss_ws, ss_tsval),
+            peer_options=_syn_options(f >> P_SYN, ps_mss, ps_ws, ps_tsval),
             negotiated=_shared(Negotiated(sn_pm, sn_lm, sn_sws, sn_rws, bool(f & SN_SACK),
                                           bool(f & SN_TS))),
             ts_sent=o(S_TS_SENT, s_ts_sent))
@@ -402,6 +392,16 @@ class RowTable:
             server_fin_acked=bool(f & S_FIN_ACKED), client_rcv_nxt=o(C_RCV_NXT, c_rcv_nxt),
             client_rcv_wnd=c_rcv_wnd, client_snd_nxt=o(C_SND_NXT, c_snd_nxt),
             server_snd_nxt=o(S_SND_NXT, s_snd_nxt), counted=bool(f & COUNTED))
+
+
+def _syn_bits(o: SynOptions) -> int:
+    return ((o.mss is not None) | (o.wscale is not None) << 1 | o.sack_permitted << 2
+            | (o.tsval is not None) << 3)
+
+
+def _syn_options(bits: int, mss: int, wscale: int, tsval: int) -> SynOptions:
+    return SynOptions(mss=mss if bits & 1 else None, wscale=wscale if bits & 2 else None,
+                      sack_permitted=bool(bits & 4), tsval=tsval if bits & 8 else None)
 
 
 def _ends(key: bytes, a: int) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
