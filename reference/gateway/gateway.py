@@ -38,6 +38,17 @@ SessionKey = tuple[bytes, int, bytes, int]
 EPHEMERAL = range(32768, 61000)
 
 
+def client_key(s: FastSession) -> SessionKey:
+    """A session's key in the client-leg tables: its 4-tuple as the client's packets carry it."""
+    return (s.client[0], s.client[1], s.vip[0], s.vip[1])
+
+
+def server_key(s: FastSession) -> SessionKey:
+    """A session's key in the server-leg table: its 4-tuple as the server's packets carry it."""
+    assert s.server is not None and s.gw is not None
+    return (s.server[0], s.server[1], s.gw[0], s.gw[1])
+
+
 @dataclass(frozen=True, slots=True)
 class CoreSettings:
     """Core settings the config file does not (yet) carry, with their defaults."""
@@ -168,7 +179,7 @@ class Gateway:
             self._compact_queue.append((now, s))
 
     def _is_live(self, s: FastSession) -> bool:
-        return self.client_sessions.get((s.client[0], s.client[1], s.vip[0], s.vip[1])) is s
+        return self.client_sessions.get(client_key(s)) is s
 
     def _compact_idle(self, now: float) -> None:
         after = self.config.compact_after
@@ -184,8 +195,8 @@ class Gateway:
             assert s.server is not None and s.gw is not None
             if self._rows_for(s.client[0]).compact(s) is None:
                 continue  # cannot be stored exactly: it stays an object
-            del self.client_sessions[(s.client[0], s.client[1], s.vip[0], s.vip[1])]
-            del self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])]
+            del self.client_sessions[client_key(s)]
+            del self.server_sessions[server_key(s)]
             if s.queued is not None:
                 s.queued = None  # its heap entry is stale now (the row has its own timer)
                 self._stale_timers += 1
@@ -207,9 +218,8 @@ class Gateway:
                  ) -> FastSession:
         """Bring a compacted session back to object form (its next packet or timer)."""
         s = table.restore(row, timer_taken=timer_taken)
-        assert s.server is not None and s.gw is not None
-        self.client_sessions[(s.client[0], s.client[1], s.vip[0], s.vip[1])] = s
-        self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])] = s
+        self.client_sessions[client_key(s)] = s
+        self.server_sessions[server_key(s)] = s
         self.schedule(s)
         self.note_spliced(s, now)
         self.stats.sessions_restored += 1
@@ -331,8 +341,7 @@ class Gateway:
                            f"{server[1]}: every one of {len(EPHEMERAL)} is in use")
 
     def index_server_side(self, s: FastSession) -> None:
-        assert s.server is not None and s.gw is not None
-        self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])] = s
+        self.server_sessions[server_key(s)] = s
 
     def index_normal_server_side(self, ns: NormalSession) -> None:
         assert ns.server_addr is not None and ns.gw_addr is not None
@@ -342,7 +351,7 @@ class Gateway:
     def adopt_normal(self, ns: NormalSession) -> None:
         """The fast path's session now belongs to the normal path: steer its 4-tuple there."""
         fs = ns.fast
-        key = (fs.client[0], fs.client[1], fs.vip[0], fs.vip[1])
+        key = client_key(fs)
         self.client_sessions.pop(key, None)
         self.normal_by_client[key] = ns
         self.stats.live_fast_records = self.live_fast()
@@ -350,12 +359,12 @@ class Gateway:
 
     def retire_fast(self, s: FastSession) -> None:
         s.queued = None  # its timer entry, if any, is stale now
-        key = (s.client[0], s.client[1], s.vip[0], s.vip[1])
+        key = client_key(s)
         if self.client_sessions.get(key) is s:
             del self.client_sessions[key]
         if s.server is not None and s.gw is not None and \
-                self.server_sessions.get((s.server[0], s.server[1], s.gw[0], s.gw[1])) is s:
-            del self.server_sessions[(s.server[0], s.server[1], s.gw[0], s.gw[1])]
+                self.server_sessions.get(server_key(s)) is s:
+            del self.server_sessions[server_key(s)]
         if s.proxy.held is not None:
             self.stats.held_request_bytes -= len(s.proxy.held.payload)
             s.proxy.held = None
@@ -367,7 +376,7 @@ class Gateway:
     def retire_normal(self, ns: NormalSession) -> None:
         ns.queued = None  # its timer entry, if any, is stale now
         fs = ns.fast
-        self.normal_by_client.pop((fs.client[0], fs.client[1], fs.vip[0], fs.vip[1]), None)
+        self.normal_by_client.pop(client_key(fs), None)
         if ns.server_addr is not None and ns.gw_addr is not None:
             self.normal_by_server.pop((ns.server_addr[0], ns.server_addr[1], ns.gw_addr[0],
                                        ns.gw_addr[1]), None)
