@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,6 @@ class Runner:
 
     # ---- one case ----------------------------------------------------------------------------
     def run_case(self, case: Case, family: int) -> CaseResult:
-        from conformance.capture import BothLegs
         from conformance.checker import check_pcaps
 
         assert self.lab is not None and self.pcap_dir is not None
@@ -224,8 +223,9 @@ class Runner:
         if not self.adapter.alive():
             return CaseResult(case.id, case.name, case.title, family, "error",
                               f"the gateway is not running: {self.adapter.log_tail()}")
-        with BothLegs(self.lab, self.pcap_dir, stem) as legs:
-            outcome = self._stimulus(case, family, vip)
+        with capturing(self.lab, self.pcap_dir, stem,
+                       scripted=isinstance(case.stimulus, Scripted)) as (legs, channel):
+            outcome = self._stimulus(case, family, vip, channel)
             time.sleep(SETTLE)
             counters = legs.stop()
         seconds = time.monotonic() - t0
@@ -239,16 +239,13 @@ class Runner:
                              f"are incomplete")
         return res
 
-    def _stimulus(self, case: Case, family: int, vip: str) -> Outcome:
+    def _stimulus(self, case: Case, family: int, vip: str, channel: Any) -> Outcome:
         stim = case.stimulus
         if isinstance(stim, RealPeer):
             return peers.run(self.lab, stim, vip=vip, port=VPORT, family=family,
                              work=self._work() / "bodies")
-        assert isinstance(stim, Scripted)
-        from conformance.script_channels import LabChannel
-
-        with LabChannel(self.lab) as channel:
-            return play_scripted(stim, channel, family, self.caps)
+        assert isinstance(stim, Scripted) and channel is not None
+        return play_scripted(stim, channel, family, self.caps)
 
     # ---- the whole run -------------------------------------------------------------------------
     def run(self, cases: Sequence[Case]) -> SuiteResult:
@@ -283,6 +280,27 @@ class Runner:
                 r.pcaps = {}
         else:
             suite.notes.append(f"pcaps of this run are kept in {self._tmp}")
+
+
+@contextlib.contextmanager
+def capturing(lab: Any, pcap_dir: Path, stem: str, *,
+              scripted: bool) -> Iterator[tuple[Any, Any]]:
+    """Both legs captured, and for a scripted case the lab channel that plays it, opened
+    *before* the captures: the kernel serves an interface's taps newest first, so tcpdump
+    then queues every arriving frame before the channel can read it and answer (see
+    :meth:`conformance.script_channels.LabChannel.open`). Yields ``(legs, channel)``;
+    ``channel`` is None for real-peer cases."""
+    from conformance.capture import BothLegs
+
+    with contextlib.ExitStack() as stack:
+        channel = None
+        if scripted:
+            from conformance.script_channels import LabChannel
+
+            channel = stack.enter_context(LabChannel(lab))
+            channel.open()
+        legs = stack.enter_context(BothLegs(lab, pcap_dir, stem))
+        yield legs, channel
 
 
 def segmentation_offloads_off(lab: Any) -> None:

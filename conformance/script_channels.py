@@ -579,17 +579,29 @@ class LabChannel:
             raise ScriptError(f"could not remove the {NFT_TABLE} table: {'; '.join(errors)}")
 
     # ---- a run ----
+    def open(self) -> None:
+        """Open both packet sockets now (``begin`` opens them if this was not called).
+
+        Open them *before* a capture on the same interfaces starts: the kernel hands an
+        arriving frame to the interface's taps newest first, so a tcpdump started later
+        queues every frame before this channel can read it and answer. Opened after
+        tcpdump, the channel is served first, and a scheduling gap on the receiving CPU can
+        let the channel's answer (an ACK) reach the pcap ahead of the segment it answers.
+        """
+        if self._socks:
+            return
+        ns = self.lab  # Lab: client_ns / switch_ns
+        self._socks["client"] = open_in_netns(ns.client_ns, self.client_if,  # type: ignore
+                                              ignore_outgoing=False)
+        try:
+            self._socks["server"] = open_in_netns(ns.switch_ns,  # type: ignore
+                                                  self.switch_if, ignore_outgoing=False)
+        except BaseException:
+            self.close()
+            raise
+
     def begin(self, client: bool, server: bool) -> None:
-        if not self._socks:
-            ns = self.lab  # Lab: client_ns / switch_ns
-            self._socks["client"] = open_in_netns(ns.client_ns, self.client_if,  # type: ignore
-                                                  ignore_outgoing=False)
-            try:
-                self._socks["server"] = open_in_netns(ns.switch_ns,  # type: ignore
-                                                      self.switch_if, ignore_outgoing=False)
-            except BaseException:
-                self.close()
-                raise
+        self.open()
         self._remove_rules()  # a table left by a killed run
         self._plays = {"client": client, "server": server}
         try:
