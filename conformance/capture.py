@@ -1,11 +1,20 @@
-"""Captures of both legs of a conformance case: tcpdump at the peers' ends of the links.
+"""Captures of both legs of a conformance case: tcpdump on each link's end facing the gateway.
 
-Where: the client leg on ``c0`` in the client namespace, the server leg on ``g0`` in the
-switch namespace (the switch port facing the gateway). Why not on the gateway's own
-interfaces: a gateway under test may send with PACKET_QDISC_BYPASS or from a kernel path a
-tap in its namespace does not see, and a box under test has no namespace at all; the far end
-of each link sees exactly what crossed the wire. Causality still holds for the cross-leg
-checks: what the gateway sends is captured after it sent it, what it receives before.
+Where: in the suite's lab (impairment nodes on both legs), the client leg on ``ib`` in the
+client-leg impairment namespace and the server leg on ``ja`` in the server-leg one: the far
+ends of the gateway's own two veth pairs (``gc === ib``, ``gs === ja``). In a lab without
+impairment nodes, the client leg on ``c0`` (client namespace) and the server leg on ``g0``
+(the switch port facing the gateway). Why not on the gateway's own interfaces: a gateway
+under test may send with PACKET_QDISC_BYPASS or from a kernel path a tap in its namespace
+does not see, and a box under test has no namespace at all; the far end of each link sees
+exactly what crossed the wire. Why next to the gateway rather than next to the peers: the
+impairment nodes are userspace bridges, each scheduled on its own, so a frame the gateway
+sent to the server could reach a tap behind them later than the client's answer to a
+frame the gateway sent it afterwards. Captured where the gateway's frames arrive, each is
+stamped as the gateway sends it, in the order it sends them, and each peer frame as it is
+delivered to the gateway: the cross-leg checks compare the times the gateway acted on.
+What the impairments did to a frame on its way to a peer is the peer's business; what
+reached the gateway, and when, is what the checks judge.
 
 Captures take full frames (``-s 0``), in immediate mode (without it, libpcap's TPACKET_V3
 ring hands frames over a block at a time, and a short case can end before its first block
@@ -28,9 +37,24 @@ from pathlib import Path
 from typing import Any
 
 from reference.lab import Lab
+from reference.lab.topology import (
+    CLIENT_IF,
+    IMPAIR_CLIENT_IFS,
+    IMPAIR_SERVER_IFS,
+    SWITCH_GW_PORT,
+)
 
-LEG_POINTS = {"client": ("client", "c0"), "server": ("switch", "g0")}
-"""Leg -> (lab role, interface) where it is captured."""
+LEG_POINTS = {"client": ("client", CLIENT_IF), "server": ("switch", SWITCH_GW_PORT)}
+"""Leg -> (lab role, interface) where it is captured in a lab without impairment nodes."""
+GATEWAY_FACING = {"client": IMPAIR_CLIENT_IFS[1], "server": IMPAIR_SERVER_IFS[0]}
+"""Leg -> the impairment node's interface on the gateway's veth pair."""
+
+
+def leg_point(lab: Lab, leg: str) -> tuple[str, str]:
+    """(lab role or namespace, interface) where ``leg`` is captured (see the module doc)."""
+    if getattr(lab, "impair", False):
+        return lab.impair_ns(leg), GATEWAY_FACING[leg]
+    return LEG_POINTS[leg]
 START_TIMEOUT = 10.0
 
 
@@ -42,7 +66,7 @@ class LegCapture:
     """tcpdump on one leg, started before the stimulus and stopped (SIGINT) after it."""
 
     def __init__(self, lab: Lab, leg: str, pcap: Path) -> None:
-        role, self.interface = LEG_POINTS[leg]
+        role, self.interface = leg_point(lab, leg)
         self.leg, self.pcap = leg, pcap
         self.log = pcap.with_suffix(".tcpdump.log")
         argv = ["tcpdump", "-i", self.interface, "-w", str(pcap), "-s", "0", "-U", "-n", "-p",

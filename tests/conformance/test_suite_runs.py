@@ -80,3 +80,50 @@ def test_a_broken_gateway_fails_the_case_built_to_catch_it(tmp_path: Path, mode:
     failed = {p.id for p in res.properties if p.verdict == "fail"}
     assert prop in failed, (failed, res.reason)
     assert os.path.getsize(res.pcaps["client"]) > 24
+
+
+def _request_with_fin_behind_a_slow_server_leg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> object:
+    """TC39 (request and FIN in one segment: the reference hands it off, and its normal
+    path relays the response in the server's own segments) with every frame on the server
+    leg held 30 ms in the impairment node. The proxy's ACKs to the server are sent at once,
+    before the client can acknowledge what they cover; only a capture behind the delay sees
+    them after the client's ACKs."""
+    real_setup = Runner.setup
+
+    def setup(self: Runner) -> None:
+        real_setup(self)
+        assert self.lab is not None
+        self.lab.set_impairment("server", delay_ms=30.0, seed=9)
+
+    monkeypatch.setattr(Runner, "setup", setup)
+    suite = Runner(RunOptions(gateway="reference", families=(4,), pcap_dir=tmp_path / "pcaps",
+                              tshark=False)).run(select("TC39"))
+    (res,) = suite.results
+    return res
+
+
+def test_captures_next_to_the_gateway_keep_the_order_it_acted_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The legs are captured where the gateway's frames arrive, so a delay between the
+    gateway and a peer cannot make a proxy's ACK look like a relayed one (CI once failed
+    TC39[v6] on cross.ack_safety when a scheduling delay in the server leg's impairment node
+    did what this test's 30 ms delay does every time)."""
+    _skip_unless_lab()
+    res = _request_with_fin_behind_a_slow_server_leg(tmp_path, monkeypatch)
+    assert res.verdict == "pass", res.reason
+    assert res.paths == ["handed-off"], res.paths
+
+
+def test_captures_behind_the_delay_would_misjudge_the_same_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Companion: captured at the peers' ends of the legs (behind the impairment nodes),
+    the same handed-off session looks spliced and fails ACK safety."""
+    _skip_unless_lab()
+    from conformance import capture
+
+    monkeypatch.setattr(capture, "leg_point", lambda lab, leg: capture.LEG_POINTS[leg])
+    res = _request_with_fin_behind_a_slow_server_leg(tmp_path, monkeypatch)
+    assert res.verdict == "fail", (res.verdict, res.reason)
+    failed = {p.id for p in res.properties if p.verdict == "fail"}
+    assert "cross.ack_safety" in failed, (failed, res.reason)
