@@ -170,10 +170,11 @@ def judge(stim: RealPeer, results: list[list[dict[str, Any]]]) -> Outcome:
     return Outcome(ok, detail, tuple(flat), tuple(problems))
 
 
-def run(lab: Lab, stim: RealPeer, *, vip: str, port: int, family: int, work: Path) -> Outcome:
-    """Shape, drive, restore, judge."""
+def run(lab: Lab, stim: RealPeer, *, vip: str, port: int, family: int, work: Path,
+        shape: bool = True) -> Outcome:
+    """Shape, drive, restore, judge (``shape=False``: the caller shaped the lab already)."""
     try:
-        with shaped(lab, stim):
+        with shaped(lab, stim) if shape else contextlib.nullcontext():
             if stim.client == "curl":
                 results = run_curl(lab, stim, vip, port, family, work)
             else:

@@ -223,8 +223,7 @@ class Runner:
         if not self.adapter.alive():
             return CaseResult(case.id, case.name, case.title, family, "error",
                               f"the gateway is not running: {self.adapter.log_tail()}")
-        with capturing(self.lab, self.pcap_dir, stem,
-                       scripted=isinstance(case.stimulus, Scripted)) as (legs, channel):
+        with capturing(self.lab, self.pcap_dir, stem, case.stimulus) as (legs, channel):
             outcome = self._stimulus(case, family, vip, channel)
             time.sleep(SETTLE)
             counters = legs.stop()
@@ -243,7 +242,7 @@ class Runner:
         stim = case.stimulus
         if isinstance(stim, RealPeer):
             return peers.run(self.lab, stim, vip=vip, port=VPORT, family=family,
-                             work=self._work() / "bodies")
+                             work=self._work() / "bodies", shape=False)  # capturing() did
         assert isinstance(stim, Scripted) and channel is not None
         return play_scripted(stim, channel, family, self.caps)
 
@@ -283,22 +282,26 @@ class Runner:
 
 
 @contextlib.contextmanager
-def capturing(lab: Any, pcap_dir: Path, stem: str, *,
-              scripted: bool) -> Iterator[tuple[Any, Any]]:
-    """Both legs captured, and for a scripted case the lab channel that plays it, opened
-    *before* the captures: the kernel serves an interface's taps newest first, so tcpdump
-    then queues every arriving frame before the channel can read it and answer (see
+def capturing(lab: Any, pcap_dir: Path, stem: str,
+              stimulus: RealPeer | Scripted) -> Iterator[tuple[Any, Any]]:
+    """Both legs captured, with every packet socket the case adds to the lab opened *before*
+    the captures start: the lab channel that plays a scripted case, and the impairment nodes
+    a real-peer case restarts with its own settings (with its client sysctls). The kernel
+    serves a device's taps newest first, so tcpdump, started last, queues each arriving frame
+    before a socket that shares its device can read it and answer (see
     :meth:`conformance.script_channels.LabChannel.open`). Yields ``(legs, channel)``;
-    ``channel`` is None for real-peer cases."""
+    ``channel`` is None for real-peer cases. The shaping is undone after the captures stop."""
     from conformance.capture import BothLegs
 
     with contextlib.ExitStack() as stack:
         channel = None
-        if scripted:
+        if isinstance(stimulus, Scripted):
             from conformance.script_channels import LabChannel
 
             channel = stack.enter_context(LabChannel(lab))
             channel.open()
+        else:
+            stack.enter_context(peers.shaped(lab, stimulus))
         legs = stack.enter_context(BothLegs(lab, pcap_dir, stem))
         yield legs, channel
 

@@ -37,6 +37,7 @@ from reference.gateway.fragments import Reassembler
 from reference.gateway.gateway import Gateway
 from reference.gateway.sim import response_body
 from spec.segment import ACK, FIN, PSH, RST, SYN
+from tests.conformance.taps import CAPTURE_FIRST, taps
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = [(name, fam) for name in READY for fam in (4, 6)
@@ -400,19 +401,10 @@ def test_lab_without_suppression_the_kernels_interfere(lab_gateway: object) -> N
         assert not r.ok or [f for f in r.frames if f.sender == "server"], r.text()
 
 
-def _taps(lab: object, role: str, ifname: str) -> list[str]:
-    """The receive functions of ``ifname``'s ETH_P_ALL taps, in the order the kernel serves
-    them (``/proc/net/ptype`` lists each device's taps in delivery order)."""
-    out = lab.run(role, ["cat", "/proc/net/ptype"], capture_output=True, text=True,  # type: ignore
-                  check=True).stdout
-    return [f[2] for f in (line.split() for line in out.splitlines()[1:])
-            if len(f) == 3 and f[0] == "ALL" and f[1] == ifname]
-
-
 def _capture_served_first(lab: object) -> bool:
     """tcpdump (a TPACKET ring: ``tpacket_rcv``) is served before the channel's socket
     (``packet_rcv``) on both legs' capture points; a capture stopped mid-check is fine."""
-    return all(_taps(lab, role, ifname) == ["tpacket_rcv", "packet_rcv"]
+    return all(taps(lab, role, ifname) == CAPTURE_FIRST
                for role, ifname in (("client", "c0"), ("switch", "g0")))
 
 
@@ -422,8 +414,9 @@ def test_lab_captures_see_each_frame_before_the_scripted_peer_can_answer_it(
     pcap before the scripted client can read it, so its ACK can never be captured ahead of
     the segment it acknowledges (CI once failed TC33 on leg.ack_unseen that way)."""
     from conformance.runner import capturing
+    from conformance.stimulus import Scripted
 
-    with capturing(lab_gateway, tmp_path, "order", scripted=True) as (legs, channel):
+    with capturing(lab_gateway, tmp_path, "order", Scripted("get")) as (legs, channel):
         assert channel is not None
         assert _capture_served_first(lab_gateway)
         legs.stop()
@@ -437,7 +430,7 @@ def test_lab_channel_opened_after_the_capture_would_be_served_first(
     with BothLegs(lab_gateway, tmp_path, "late") as legs, LabChannel(lab_gateway) as ch:
         ch.open()
         assert not _capture_served_first(lab_gateway)
-        assert _taps(lab_gateway, "client", "c0") == ["packet_rcv", "tpacket_rcv"]
+        assert taps(lab_gateway, "client", "c0") == CAPTURE_FIRST[::-1]
         legs.stop()
 
 

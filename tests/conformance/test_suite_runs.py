@@ -127,3 +127,52 @@ def test_captures_behind_the_delay_would_misjudge_the_same_run(
     assert res.verdict == "fail", (res.verdict, res.reason)
     failed = {p.id for p in res.properties if p.verdict == "fail"}
     assert "cross.ack_safety" in failed, (failed, res.reason)
+
+
+def _impair_taps_while_capturing(tmp_path: Path, old_order: bool) -> dict[str, list[str]]:
+    """Taps on the capture points (the impairment nodes' gateway-facing interfaces) while a
+    real-peer case that restarts both nodes with its own impairments is being captured."""
+    from contextlib import ExitStack
+
+    from conformance import peers
+    from conformance.capture import BothLegs, leg_point
+    from conformance.runner import capturing
+    from conformance.stimulus import Impairment, RealPeer
+    from tests.conformance.taps import taps
+
+    stim = RealPeer(impair=(("client", Impairment(seed=1)), ("server", Impairment(seed=2))))
+    runner = Runner(RunOptions(gateway="reference", families=(4,), pcap_dir=tmp_path,
+                               tshark=False))
+    try:
+        runner.setup()
+        lab = runner.lab
+        with ExitStack() as stack:
+            if old_order:  # the runner's order before: shaping inside the captured stimulus
+                legs = stack.enter_context(BothLegs(lab, tmp_path, "old"))
+                stack.enter_context(peers.shaped(lab, stim))
+            else:
+                legs, _ = stack.enter_context(capturing(lab, tmp_path, "new", stim))
+            got = {leg: taps(lab, *leg_point(lab, leg)) for leg in ("client", "server")}
+            legs.stop()
+        return got
+    finally:
+        runner.teardown()
+
+
+def test_an_impaired_case_restarts_its_nodes_before_the_captures_start(tmp_path: Path) -> None:
+    """A case's impairment nodes bridge on the very interfaces the legs are captured on; they
+    are restarted before tcpdump starts, so tcpdump is served each frame first there too."""
+    _skip_unless_lab()
+    from tests.conformance.taps import CAPTURE_FIRST
+
+    assert _impair_taps_while_capturing(tmp_path, old_order=False) == {
+        "client": CAPTURE_FIRST, "server": CAPTURE_FIRST}
+
+
+def test_impairments_applied_inside_the_capture_would_be_served_first(tmp_path: Path) -> None:
+    """Companion: shaping after the captures start puts the nodes' sockets ahead of tcpdump."""
+    _skip_unless_lab()
+    from tests.conformance.taps import CAPTURE_FIRST
+
+    assert _impair_taps_while_capturing(tmp_path, old_order=True) == {
+        "client": CAPTURE_FIRST[::-1], "server": CAPTURE_FIRST[::-1]}
