@@ -514,16 +514,26 @@ def _judge_oow(c: Conn, oow: list[tuple[int, int, int]], unjudged: int) -> Findi
     # then sends for the peer's segments still in flight (RFC 9293 §3.10.7.1, CLOSED) are
     # not judged against the old window, and the peer's silence is the first RST's doing.
     # The same holds after the side's FIN: it has closed, its kernel answers what still
-    # arrives with RSTs at SEG.ACK, and the peer's silence may be the close's doing.
+    # arrives with RSTs at SEG.ACK, and the peer's silence may be the close's doing. And
+    # after the *peer's* acceptable RST: the peer's older segments, still in flight (a
+    # jittery link delivers them after its RST), reach a side that no longer has the
+    # connection, whose kernel answers each at its SEG.ACK, below the last window; the
+    # peer's silence is then its own RST's doing.
     oow_pos = {pos for pos, _, _ in oow}
-    first_ok: dict[int, int] = {}
+    end = len(segs)
+    closed: dict[int, int] = {}  # side -> first FIN or acceptable RST it sent
+    reset: dict[int, int] = {}  # side -> first acceptable RST it sent
     for j, sg in enumerate(segs):
-        if (sg.flags & RST and j not in oow_pos) or sg.flags & FIN:
-            first_ok.setdefault(dirs[j], j)
-    oow = [(pos, frame, d) for pos, frame, d in oow if pos < first_ok.get(d, len(segs))]
+        ok_rst = bool(sg.flags & RST) and j not in oow_pos
+        if ok_rst or sg.flags & FIN:
+            closed.setdefault(dirs[j], j)
+        if ok_rst:
+            reset.setdefault(dirs[j], j)
+    oow = [(pos, frame, d) for pos, frame, d in oow
+           if pos < closed.get(d, end) and pos < reset.get(1 - d, end)]
     if not oow:
         return Finding("leg.rst_window", "pass", f"{len(c.rst)} RST(s); those outside the "
-                       "window came after their sender's FIN or acceptable RST had ended "
+                       "window came after their sender's FIN or an acceptable RST had ended "
                        "the connection")
     fails, unknowns, ok = [], [], []
     for pos, frame, d in oow:

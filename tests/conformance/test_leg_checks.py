@@ -208,6 +208,39 @@ def test_oow_rst_ignored_passes_and_in_window_rst_passes(tmp_path: Path) -> None
     assert judge(tmp_path / ".." / tmp_path.name, t2, "leg.rst_window")[0] == "pass"
 
 
+def _server_answers_stale_acks_with_rsts(t: Trace, *, client_resets: bool) -> None:
+    """The response is acknowledged; the client side may reset; then the server sends two
+    RSTs below the window, as a closed server's kernel answers the client's older ACKs that
+    a jittery link delivered after the client's RST."""
+    body = b"x" * 3000
+    t.handshake()
+    t.c(1, 1, PSH | ACK, REQ)
+    t.s(1, 1 + Q, PSH | ACK, body)
+    t.c(1 + Q, 1 + len(body), ACK)
+    if client_resets:
+        t.c(1 + Q, 1 + len(body), RST | ACK, ts=False)
+    t.s(1 + 1000, 0, RST, ts=False)
+    t.s(1 + 2000, 0, RST, ts=False)
+
+
+def test_rsts_answering_segments_in_flight_after_the_peers_reset_pass(tmp_path: Path) -> None:
+    """HAProxy resets the server side once a response is complete; with jitter on the server
+    leg, its older ACKs reach the server after that RST (seen on haproxy-http, TC16[v6])."""
+    t = Trace()
+    _server_answers_stale_acks_with_rsts(t, client_resets=True)
+    verdict, detail = judge(tmp_path, t, "leg.rst_window")
+    assert verdict == "pass", detail
+    assert "acceptable RST had ended the connection" in detail
+
+
+def test_the_same_rsts_without_the_peers_reset_fail(tmp_path: Path) -> None:
+    """Companion: with the connection still open on the client side, the same RSTs ended
+    it (the client answered nothing after them): still a failure."""
+    t = Trace()
+    _server_answers_stale_acks_with_rsts(t, client_resets=False)
+    assert judge(tmp_path, t, "leg.rst_window")[0] == "fail"
+
+
 def test_rst_answering_syn_is_a_refusal(tmp_path: Path) -> None:
     t = Trace()
     t.c(0, 0, SYN, mss=1460)
