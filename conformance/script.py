@@ -895,6 +895,11 @@ class _Conn:
                        f"RCV.NXT {self.rcv_nxt})")
                 return 0
             self.reset = True
+            if p.flags & ACK and seq_lt(self.snd_una, p.ack) and seq_le(p.ack, self.snd_nxt):
+                # The ACK field of an RST is its sender's RCV.NXT: what it had received
+                # before it reset (HAProxy resets a server connection once the response is
+                # in, acknowledging the last segment and the FIN only in that RST).
+                self.snd_una = p.ack
             return 0
         if p.flags & SYN:
             if self.irs is not None and p.seq != self.irs:

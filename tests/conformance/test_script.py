@@ -454,3 +454,32 @@ def test_a_scripted_client_waits_for_a_closed_window_before_sending(monkeypatch)
     first_data_t = next(t for t, p in frames if p.payload and p.dport == 80)
     assert first_data_t - synack_t >= script_mod.WINDOW_WAIT
     assert "beyond the peer's window" in result.reason
+
+
+def _server_conn_after_response() -> object:
+    from conformance.script import _Conn
+
+    c = _Conn("server")
+    c.irs, c.rcv_nxt = 5000, 5047  # the request is in
+    c.iss, c.snd_una, c.snd_nxt = 9000, 9001, 12002  # response and FIN sent, none acked
+    return c
+
+
+def _gateway_segment(flags: int, ack: int) -> codec.Packet:
+    return codec.parse(build_packet(src="203.0.113.1", dst="203.0.113.11", sport=40000,
+                                    dport=80, seq=5047, ack=ack, flags=flags, window=100))
+
+
+def test_an_rst_acknowledging_everything_satisfies_the_scripted_peers_expect_ack() -> None:
+    """HAProxy resets a server connection once the response is in, and acknowledges the last
+    segment and the FIN only in that RST: the scripted server takes it as their ACK."""
+    c = _server_conn_after_response()
+    c.absorb(None, _gateway_segment(RST | ACK, 12002))  # type: ignore[attr-defined,arg-type]
+    assert c.reset and c.snd_una == c.snd_nxt  # type: ignore[attr-defined]
+
+
+def test_an_rst_without_the_ack_flag_acknowledges_nothing() -> None:
+    """Companion: a bare RST carries no acknowledgement, so expect_ack still waits."""
+    c = _server_conn_after_response()
+    c.absorb(None, _gateway_segment(RST, 12002))  # type: ignore[attr-defined,arg-type]
+    assert c.reset and c.snd_una == 9001  # type: ignore[attr-defined]
