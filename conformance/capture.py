@@ -52,9 +52,11 @@ GATEWAY_FACING = {"client": IMPAIR_CLIENT_IFS[1], "server": IMPAIR_SERVER_IFS[0]
 
 def leg_point(lab: Lab, leg: str) -> tuple[str, str]:
     """(lab role or namespace, interface) where ``leg`` is captured (see the module doc)."""
-    if getattr(lab, "impair", False):
+    if lab.impair:
         return lab.impair_ns(leg), GATEWAY_FACING[leg]
     return LEG_POINTS[leg]
+
+
 START_TIMEOUT = 10.0
 
 

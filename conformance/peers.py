@@ -170,15 +170,14 @@ def judge(stim: RealPeer, results: list[list[dict[str, Any]]]) -> Outcome:
     return Outcome(ok, detail, tuple(flat), tuple(problems))
 
 
-def run(lab: Lab, stim: RealPeer, *, vip: str, port: int, family: int, work: Path,
-        shape: bool = True) -> Outcome:
-    """Shape, drive, restore, judge (``shape=False``: the caller shaped the lab already)."""
+def run(lab: Lab, stim: RealPeer, *, vip: str, port: int, family: int, work: Path) -> Outcome:
+    """Drive and judge. The caller shapes the lab first (:func:`shaped`), before its captures
+    start (see :func:`conformance.runner.capturing`)."""
     try:
-        with shaped(lab, stim) if shape else contextlib.nullcontext():
-            if stim.client == "curl":
-                results = run_curl(lab, stim, vip, port, family, work)
-            else:
-                results = run_python(lab, stim, vip, port, family)
+        if stim.client == "curl":
+            results = run_curl(lab, stim, vip, port, family, work)
+        else:
+            results = run_python(lab, stim, vip, port, family)
     except subprocess.TimeoutExpired as exc:
         return Outcome(False, f"the client did not finish within {exc.timeout:g} s")
     return judge(stim, results)

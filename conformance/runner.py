@@ -242,7 +242,7 @@ class Runner:
         stim = case.stimulus
         if isinstance(stim, RealPeer):
             return peers.run(self.lab, stim, vip=vip, port=VPORT, family=family,
-                             work=self._work() / "bodies", shape=False)  # capturing() did
+                             work=self._work() / "bodies")
         assert isinstance(stim, Scripted) and channel is not None
         return play_scripted(stim, channel, family, self.caps)
 
