@@ -39,7 +39,7 @@ from reference.gateway import codec
 from reference.gateway.actions import Action, Drop, Emit
 from reference.gateway.config import default_config
 from reference.gateway.fastpath import FastPath, FastSession
-from reference.gateway.gateway import CoreSettings, Gateway
+from reference.gateway.gateway import CoreSettings, Gateway, client_key
 from reference.gateway.sim import (
     ClientPlan,
     Impairment,
@@ -127,8 +127,9 @@ class CheckedGateway(Gateway):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.violations: list[str] = []
-        self.server_acked: dict[int, int] = {}
-        """Per fast session (by id): client octets (+ FIN) the server has acknowledged."""
+        self.server_acked: dict[tuple[bytes, int, bytes, int], int] = {}
+        """Per fast session (by client 4-tuple, which survives compaction: a session restored
+        from its row is a new object): client octets (+ FIN) the server has acknowledged."""
         self.first_data: dict[tuple[bytes, int, bytes, int], tuple[int, bytes]] = {}
         """Per client 4-tuple: (seq, payload) of the first data segment that arrived."""
         self.emptied_at: float | None = None
@@ -157,6 +158,8 @@ class CheckedGateway(Gateway):
                 self._note_server_ack(pkt)
         out = super().handle(leg, packet, now=now,  # type: ignore[arg-type]
                              checksum_verified=checksum_verified)
+        if pkt is not None and pkt.first_fragment and leg == "server":
+            self._note_server_ack(pkt)  # a compacted session is in the table only now
         self._check(before, out, now, f"{leg} packet at t={now:.4f}")
         return out
 
@@ -178,7 +181,8 @@ class CheckedGateway(Gateway):
         if s is None or s.proxy.server is None or not pkt.flags & ACK:
             return
         acked = sdiff(pkt.ack, seq_add(s.proxy.server.snd_isn, 1))
-        self.server_acked[id(s)] = max(self.server_acked.get(id(s), 0), acked)
+        key = client_key(s)
+        self.server_acked[key] = max(self.server_acked.get(key, 0), acked)
 
     def _note_timing(self, before: dict[tuple[bytes, int, bytes, int],
                                         tuple[FastSession, FastPathState]],
@@ -241,10 +245,10 @@ class CheckedGateway(Gateway):
             if not p.flags & ACK:
                 continue
             acked = sdiff(p.ack, seq_add(s.proxy.client.rcv_isn, 1))
-            if acked > self.server_acked.get(id(s), 0):
+            if acked > self.server_acked.get(key, 0):
                 self._violate(f"{where}: fast path in {s.state.name} acknowledged {acked} "
                               f"client octets, the server only "
-                              f"{self.server_acked.get(id(s), 0)}")
+                              f"{self.server_acked.get(key, 0)}")
 
 
 # --- one run ------------------------------------------------------------------------------
