@@ -367,6 +367,9 @@ class FastPathModel:
             out.to_server.append(Segment(seq=self.isn_s, flags=SYN, window=self.cfg.rcv_window,
                                          mss=p.server.syn_options.mss))
             self.open_deadline = now + RTO * (1 << self.open_tries)
+        elif effect is Effect.RESET_UNACCEPTABLE_ACK:
+            if seg.flags & ACK and seg.ack != seq_add(self.isn_s, 1):
+                out.to_server.append(Segment(seq=seg.ack, flags=RST))
         elif effect is Effect.SPLICE:
             assert p is not None and p.server is not None and p.held is not None
             if seg.ack != seq_add(self.isn_s, 1):  # not our SYN's answer: ignore, stay

@@ -75,6 +75,12 @@ class Effect(enum.Enum):
     ANSWER_SYN = "answer_syn"
     RESEND_SYNACK = "resend_synack"
     RESEND_SERVER_SYN = "resend_server_syn"
+    RESET_UNACCEPTABLE_ACK = "reset_unacceptable_ack"
+    """SYN-SENT on the server leg, an ACK that does not acknowledge our SYN: answer
+    <SEQ=SEG.ACK><CTL=RST> and keep waiting (RFC 9293 §3.10.7.3). It is how a half-open
+    connection the server still holds on this 4-tuple (from an earlier gateway run, say)
+    is cleared, so that the SYN's retransmission opens (RFC 9293 §3.5.1); dropped, the
+    server answers every SYN with the same ACK and the open times out."""
     COMPLETE_HANDSHAKE = "complete_handshake"
     HOLD_AND_OPEN_SERVER = "hold_request_and_open_server"
     HANDOFF = "handoff_to_normal_path"
@@ -130,6 +136,8 @@ FAST_PATH_TABLE: dict[FastPathState, dict[FastPathEvent, Transition]] = {
                            CLIENT_RST=(X.RESET_BOTH, S.CLOSED),
                            SERVER_SYNACK=(X.SPLICE, S.SPLICED),
                            OPEN_RETRY=(X.RESEND_SERVER_SYN, S.SERVER_OPENING),
+                           SERVER_SEGMENT=(X.RESET_UNACCEPTABLE_ACK, S.SERVER_OPENING),
+                           SERVER_FIN=(X.RESET_UNACCEPTABLE_ACK, S.SERVER_OPENING),
                            SERVER_RST=(X.RESET_CLIENT, S.CLOSED),
                            OPEN_TIMEOUT=(X.RESET_BOTH, S.CLOSED),
                            IDLE_TIMEOUT=(X.RESET_BOTH, S.CLOSED)),

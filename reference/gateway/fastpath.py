@@ -290,6 +290,9 @@ class FastPath:
             return self._hold_and_open(s, pkt, now)
         if effect is Effect.RESEND_SERVER_SYN:
             return [self._server_syn(s)]
+        if effect is Effect.RESET_UNACCEPTABLE_ACK:
+            assert pkt is not None
+            return self._reset_unacceptable_ack(s, pkt)
         if effect is Effect.SPLICE:
             assert pkt is not None
             return self._splice(s, pkt, now)
@@ -371,6 +374,20 @@ class FastPath:
             version=s.version, src=s.gw[0], dst=s.server[0], sport=s.gw[1],
             dport=s.server[1], seq=s.server_snd_nxt if s.server_snd_nxt is not None
             else seq_add(srv.snd_isn, 1), ack=0, flags=RST, window=0))
+
+    def _reset_unacceptable_ack(self, s: FastSession, pkt: codec.Packet) -> list[Action]:
+        """RFC 9293 §3.10.7.3 in SYN-SENT: an ACK that does not acknowledge our SYN gets
+        <SEQ=SEG.ACK><CTL=RST> (see ``Effect.RESET_UNACCEPTABLE_ACK``); anything else is
+        dropped."""
+        srv = s.proxy.server
+        assert srv is not None and s.server is not None and s.gw is not None
+        if not pkt.flags & ACK or pkt.ack == seq_add(srv.snd_isn, 1):
+            self.gw.stats.drops["fast_path:SERVER_OPENING"] += 1
+            return [Drop("server", "fast_path:SERVER_OPENING")]
+        self.gw.stats.resets_sent += 1
+        return [self.gw.emit("server", codec.build(
+            version=s.version, src=s.gw[0], dst=s.server[0], sport=s.gw[1],
+            dport=s.server[1], seq=pkt.ack, ack=0, flags=RST, window=0))]
 
     # ---- delayed binding: hold the request, open the server side ------------------------
     def _hold_and_open(self, s: FastSession, pkt: codec.Packet, now: float) -> list[Action]:

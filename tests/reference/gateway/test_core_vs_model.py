@@ -183,8 +183,11 @@ class Duo:
             effect = self.model.effects[-1]
             # a SYN/ACK that does not answer the gateway's SYN: the model's SPLICE ignores it
             # (stays SERVER_OPENING, sends nothing), the core counts it as a drop
+            # and a server segment without SYN while opening: the model answers only an
+            # unacceptable ACK (with an RST), the core counts anything else as a drop
             ignored = effect is Effect.DROP or (
-                effect is Effect.SPLICE and self.model.state is FastPathState.SERVER_OPENING)
+                effect is Effect.SPLICE and self.model.state is FastPathState.SERVER_OPENING
+            ) or (effect is Effect.RESET_UNACCEPTABLE_ACK and not t.model.to_server)
             assert ignored == any(isinstance(a, Drop) for a in t.actions), where
         return t
 

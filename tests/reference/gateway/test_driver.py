@@ -258,6 +258,50 @@ def test_a_compacted_idle_session_serves_its_next_request(
     assert core["sessions_compacted"] >= 1 and core["sessions_restored"] >= 1
 
 
+_HOLD_CLIENT = """\
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 80), timeout=20)
+s.sendall(b"GET /size/100 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+got = b""
+while len(got.partition(b"\\r\\n\\r\\n")[2]) < 100:
+    got += s.recv(4096) or sys.exit("closed early")
+print("got", flush=True)
+time.sleep(60)  # keep-alive: the server holds the connection open
+"""
+
+
+def test_a_connection_a_killed_gateway_left_at_the_server_does_not_stall_the_next_one(
+        lab: Lab, gateway: Callable[..., GatewayProcess]) -> None:
+    """A gateway killed mid-connection leaves the server holding it; the next gateway opens
+    its first server side from the same source port, and the server answers that SYN with
+    the old connection's ACK. The fast path resets it (RFC 9293 §3.10.7.3) and opens on the
+    SYN's retransmission, well inside the client's patience (CI once timed out the first
+    curl of four driver tests in a row this way)."""
+    first = gateway()
+    holder = lab.popen("client", [sys.executable, "-c", _HOLD_CLIENT, VIP],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert holder.stdout is not None
+        ready, _, _ = select.select([holder.stdout], [], [], 20.0)
+        assert ready and holder.stdout.readline().startswith(b"got")
+        first.kill()  # SIGKILL: nothing tells the server
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    second = gateway()
+    t0 = time.monotonic()
+    argv = ["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}",
+            f"{URL}/size/100"]
+    res = lab.run("client", argv, capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - t0
+    assert res.returncode == 0 and res.stdout == "200", res.stderr
+    assert took < 10.0, took
+    core = second.stop()["gateway"]
+    assert core["resets_sent"] >= 1 and core["sessions_spliced"] == 1, core
+
+
 def test_10_mib_response_byte_exact(lab: Lab, gateway: Callable[..., GatewayProcess],
                                     tmp_path: Path, record_property: Any) -> None:
     gw = gateway()

@@ -72,6 +72,46 @@ def test_fast_path_holds_the_request_unacknowledged_until_the_server_answers() -
     assert gw.stats.relayed_segments == 1 and gw.stats.sessions_spliced == 1
 
 
+def _opening_behind_a_half_open_server() -> tuple[Gateway, codec.Packet, list]:
+    """SERVER_OPENING, and the server answers the SYN with the ACK of a connection it still
+    holds on this 4-tuple (the challenge ACK of RFC 5961 §4, say from before a restart)."""
+    gw = Gateway(default_config(), isn_source=isn_source)
+    handshake(gw)
+    (syn,) = emitted(from_client(gw, seq=(C_ISN + 1) % 2**32, ack=(G_ISN + 1) % 2**32,
+                                 flags=ACK | PSH, payload=REQ), "server")
+    stale = codec.build(version=4, src=syn.dst, dst=GW, sport=80, dport=syn.sport,
+                        seq=123456, ack=987654, flags=ACK, window=65535)
+    return gw, syn, gw.handle("server", stale, now=0.1)
+
+
+def test_an_ack_that_does_not_answer_the_server_syn_gets_an_rst_at_its_ack() -> None:
+    """RFC 9293 §3.10.7.3 (SYN-SENT): <SEQ=SEG.ACK><CTL=RST>, so the server drops its
+    half-open connection and the SYN's retransmission opens (CI once timed out the first
+    curl of four driver tests in a row: each new gateway reused the first source port)."""
+    gw, syn, out = _opening_behind_a_half_open_server()
+    (rst,) = emitted(out, "server")
+    assert rst.flags == RST and rst.seq == 987654 and (rst.sport, rst.dport) == (syn.sport, 80)
+    assert session(gw).state is FastPathState.SERVER_OPENING and emitted(out, "client") == []
+    synack = codec.build(version=4, src=syn.dst, dst=GW, sport=80, dport=syn.sport, seq=S_ISN,
+                         ack=(GS_ISN + 1) % 2**32, flags=SYN | ACK, window=65535, mss=1400)
+    assert [bytes(p.payload) for p in emitted(gw.handle("server", synack, now=1.1),
+                                              "server")] == [REQ]
+    assert session(gw).state is FastPathState.SPLICED
+
+
+def test_without_the_rst_the_half_open_server_is_only_dropped(monkeypatch) -> None:
+    """Companion: the table's old row (drop) sends nothing, so the server keeps its
+    half-open connection and answers every retransmitted SYN the same way."""
+    from spec import states
+    from spec.states import Effect, FastPathEvent, Transition
+
+    row = dict(states.FAST_PATH_TABLE[FastPathState.SERVER_OPENING])
+    row[FastPathEvent.SERVER_SEGMENT] = Transition(Effect.DROP, FastPathState.SERVER_OPENING)
+    monkeypatch.setitem(states.FAST_PATH_TABLE, FastPathState.SERVER_OPENING, row)
+    _, _, out = _opening_behind_a_half_open_server()
+    assert emitted(out, "server") == [] and any(isinstance(a, Drop) for a in out)
+
+
 def test_partial_request_is_handed_off_with_every_claim_1_step_in_the_records() -> None:
     gw = Gateway(default_config(), isn_source=isn_source)
     handshake(gw)
